@@ -1,0 +1,13 @@
+"""datadistill: shrink a labelled training set to a small one that trains models almost as well."""
+
+__version__ = "0.1.0"
+
+from .data import Dataset, DistilledSet, load  # noqa: E402
+from .errors import ArtifactError, ConfigError, DataError, DatadistillError  # noqa: E402
+from .select import select  # noqa: E402
+
+save = DistilledSet.save
+open = DistilledSet.open  # noqa: A001 - the public name the design asks for
+
+__all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dataset", "DistilledSet",
+           "__version__", "load", "open", "save", "select"]

@@ -1,0 +1,135 @@
+"""Model zoo by name. Every model has ``features(x)`` (penultimate embedding) and ``head`` (final Linear)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+MODELS = {
+    "logreg": "multinomial logistic regression (one linear layer); cheapest, convex",
+    "mlp": "multi-layer perceptron, one hidden layer of 256 ReLU units by default",
+    "convnet": "DatasetCondensation ConvNet-3: 3 x (3x3 conv 128, instance norm, ReLU, 2x2 avg pool) + linear",
+    "resnet18": "ResNet-18 (instance norm, 3x3 stem) for small images",
+}
+
+
+class Classifier(nn.Module):
+    """A feature extractor followed by a linear head."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, n_classes: int):
+        super().__init__()
+        self.body = body
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instancenorm":
+        return nn.GroupNorm(channels, channels, affine=True)
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if kind in ("none", None):
+        return nn.Identity()
+    raise ConfigError(f"unknown norm '{kind}' (instancenorm, batchnorm, none)")
+
+
+def convnet_body(in_shape: Sequence[int], width: int = 128, depth: int = 3, norm: str = "instancenorm"
+                 ) -> tuple[nn.Module, int]:
+    """The DC ConvNet feature extractor and its output dimension."""
+    c, h, w = in_shape
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(c, width, 3, padding=1), _norm(norm, width), nn.ReLU(inplace=True),
+                   nn.AvgPool2d(2, 2)]
+        c, h, w = width, h // 2, w // 2
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers), c * h * w
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.n1 = _norm(norm, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.n2 = _norm(norm, cout)
+        self.short = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+
+    def forward(self, x):
+        out = torch.relu(self.n1(self.conv1(x)))
+        return torch.relu(self.n2(self.conv2(out)) + self.short(x))
+
+
+def resnet18_body(in_shape: Sequence[int], norm: str = "instancenorm", width: int = 64) -> tuple[nn.Module, int]:
+    c = in_shape[0]
+    layers: list[nn.Module] = [nn.Conv2d(c, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU(inplace=True)]
+    cin = width
+    for i, stride in enumerate((1, 2, 2, 2)):
+        cout = width * 2**i
+        layers += [_BasicBlock(cin, cout, stride, norm), _BasicBlock(cout, cout, 1, norm)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), cin
+
+
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    n_classes: int,
+    *,
+    hidden: Sequence[int] = (256,),
+    width: int = 128,
+    depth: int = 3,
+    norm: str = "instancenorm",
+    seed: int | None = None,
+) -> Classifier:
+    """Build a fresh model for inputs of ``input_shape`` ((d,) or (C, H, W)) and ``n_classes`` outputs.
+
+    Args:
+        name: one of :data:`MODELS`.
+        hidden: MLP hidden widths.
+        width, depth, norm: ConvNet channels, blocks and normalisation.
+        seed: initialise deterministically from this seed (the global RNG is left untouched).
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+    input_shape = tuple(int(s) for s in input_shape)
+    fork = torch.random.fork_rng(devices=[]) if seed is not None else None
+    if fork is not None:
+        fork.__enter__()
+        torch.manual_seed(seed)
+    try:
+        d = int(np.prod(input_shape))
+        if name == "logreg":
+            return Classifier(nn.Flatten(), d, n_classes)
+        if name == "mlp":
+            layers: list[nn.Module] = [nn.Flatten()]
+            prev = d
+            for h in hidden:
+                layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
+                prev = h
+            return Classifier(nn.Sequential(*layers), prev, n_classes)
+        if len(input_shape) != 3:
+            raise ConfigError(f"model '{name}' needs images (C, H, W); this data has shape {input_shape}. "
+                              "Use --model mlp or logreg for tabular data")
+        if name == "convnet":
+            body, dim = convnet_body(input_shape, width=width, depth=depth, norm=norm)
+        else:
+            body, dim = resnet18_body(input_shape, norm=norm)
+        return Classifier(body, dim, n_classes)
+    finally:
+        if fork is not None:
+            fork.__exit__(None, None, None)

@@ -1,0 +1,230 @@
+"""The Selector contract (scikit-learn shaped), per-class budgets and the method registry."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..data.artifact import DistilledSet
+from ..data.dataset import Dataset
+from ..errors import ConfigError, DataError
+
+REGISTRY: dict[str, type[Selector]] = {}
+
+
+def register(cls: type[Selector]) -> type[Selector]:
+    """Class decorator: make a selector available by its ``name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def resolve_size(n: int, size: int | None, ratio: float | None) -> int:
+    """The number of samples to keep from ``n``, given exactly one of ``size`` and ``ratio``."""
+    if (size is None) == (ratio is None):
+        raise ConfigError("give exactly one of size (a count) or ratio (a fraction in (0, 1])")
+    if ratio is not None:
+        if not 0 < ratio <= 1:
+            raise ConfigError(f"ratio must be in (0, 1], got {ratio}")
+        return max(1, int(round(ratio * n)))
+    if int(size) != size or size < 1:
+        raise ConfigError(f"size must be a positive integer, got {size}")
+    if size > n:
+        raise DataError(f"asked for {size} samples but the training set has only {n}")
+    return int(size)
+
+
+def allocate(counts: np.ndarray, k: int, per_class: str | None) -> np.ndarray | None:
+    """Split a budget of ``k`` over classes with ``counts`` samples each.
+
+    ``proportional``: largest-remainder rounding of k * share, at least one per present class when k allows;
+    ``balanced``: as equal as the class sizes allow, leftovers going to larger classes;
+    ``None``: no per-class budget (returns None).
+    """
+    if per_class is None or per_class == "none":
+        return None
+    counts = np.asarray(counts, dtype=np.int64)
+    present = counts > 0
+    if per_class == "proportional":
+        exact = k * counts / counts.sum()
+        alloc = np.floor(exact).astype(np.int64)
+        if k >= present.sum():
+            alloc[present & (alloc == 0)] = 1
+        while alloc.sum() > k:
+            i = int(np.argmax(np.where(alloc > 1, alloc - exact, -np.inf)))
+            alloc[i] -= 1
+        order = np.argsort(-(exact - alloc), kind="stable")
+        i = 0
+        while alloc.sum() < k:
+            c = order[i % len(order)]
+            if alloc[c] < counts[c]:
+                alloc[c] += 1
+            i += 1
+        return alloc
+    if per_class == "balanced":
+        alloc = np.zeros_like(counts)
+        remaining = k
+        while remaining > 0:
+            open_ = np.flatnonzero(alloc < counts)
+            share = max(1, remaining // len(open_))
+            for c in open_[np.argsort(-(counts[open_] - alloc[open_]), kind="stable")]:
+                add = min(share, counts[c] - alloc[c], remaining)
+                alloc[c] += add
+                remaining -= add
+                if remaining == 0:
+                    break
+        return alloc
+    raise ConfigError(f"per_class must be 'proportional', 'balanced' or None, got {per_class!r}")
+
+
+class Selector:
+    """Base class. Subclasses set ``name``, ``summary``, ``cost`` and implement :meth:`_select_pool`.
+
+    Args:
+        size: how many samples to keep, or
+        ratio: the fraction of the training set to keep, in (0, 1].
+        per_class: "proportional" (default), "balanced" or None (choose globally).
+        random_state: seed; the same seed gives the same subset.
+
+    Fitted attributes: ``indices_`` (kept rows of the training split, sorted by selection order within
+    each class), ``weights_`` (originals each kept sample stands for, or ones), ``scores_`` (per-sample
+    scores when the method has them, else None), ``seconds_``.
+    """
+
+    name = "base"
+    summary = ""
+    cost = ""
+
+    def __init__(self, size: int | None = None, ratio: float | None = None, *,
+                 per_class: str | None = "proportional", random_state: int | None = 0):
+        self.size = size
+        self.ratio = ratio
+        self.per_class = per_class
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        import inspect
+
+        names = []
+        for klass in type(self).__mro__:
+            if klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                    names.append(p.name)
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    # --- hooks for subclasses ------------------------------------------------------------------
+    def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        """Compute whatever the method needs over the whole set (scores, features); default: nothing."""
+
+    def _select_pool(self, pool: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """Choose ``k`` of the training rows in ``pool``; return (chosen rows, weights or None)."""
+        raise NotImplementedError
+
+    # --- the contract ---------------------------------------------------------------------------
+    def fit(self, dataset: Dataset) -> Selector:
+        """Choose the subset of ``dataset``'s training samples."""
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
+        start = time.perf_counter()
+        k = resolve_size(len(dataset), self.size, self.ratio)
+        rng = np.random.default_rng(self.random_state)
+        self.scores_ = None
+        self._prepare(dataset, rng)
+        budgets = allocate(dataset.class_counts(), k, self.per_class)
+        chosen, weights = [], []
+        if budgets is None:
+            idx, w = self._select_pool(np.arange(len(dataset)), k, rng)
+            chosen.append(np.asarray(idx, dtype=np.int64))
+            weights.append(np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64))
+        else:
+            for c, kc in enumerate(budgets):
+                if kc == 0:
+                    continue
+                pool = dataset.class_indices(c)
+                idx, w = self._select_pool(pool, int(kc), rng)
+                chosen.append(np.asarray(idx, dtype=np.int64))
+                weights.append(np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64))
+        self.indices_ = np.concatenate(chosen)
+        self.weights_ = np.concatenate(weights)
+        if len(np.unique(self.indices_)) != len(self.indices_):
+            raise AssertionError(f"{self.name} chose a sample twice")  # an invariant, not user input
+        self.n_selected_ = len(self.indices_)
+        self.seconds_ = time.perf_counter() - start
+        self.source_fingerprint_ = dataset.fingerprint
+        return self
+
+    def transform(self, dataset: Dataset) -> DistilledSet:
+        """The chosen samples of ``dataset`` as a DistilledSet with provenance."""
+        if not hasattr(self, "indices_"):
+            raise ConfigError(f"{self.name}: call fit() before transform()")
+        if dataset.fingerprint != self.source_fingerprint_:
+            raise DataError(f"{self.name}: transform() got a different data set from the one fit() saw")
+        meta = {
+            "kind": "selection",
+            "method": self.name,
+            "parameters": _plain(self.get_params()),
+            "seed": self.random_state,
+            "source": dataset.name,
+            "source_fingerprint": dataset.fingerprint,
+            "source_samples": len(dataset),
+            "timings": {"select_seconds": self.seconds_},
+        }
+        return DistilledSet(X=dataset.X[self.indices_], y=dataset.y[self.indices_], classes=dataset.classes,
+                            indices=self.indices_, weights=self.weights_, meta=meta)
+
+    def fit_transform(self, dataset: Dataset) -> DistilledSet:
+        return self.fit(dataset).transform(dataset)
+
+
+def _plain(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)):
+            out[k] = list(v)
+        else:
+            out[k] = repr(v)
+    return out
+
+
+def get_selector(method: str, **params) -> Selector:
+    """Instantiate a registered selector by name."""
+    if method not in REGISTRY:
+        raise ConfigError(f"unknown selection method '{method}'; choose one of: {', '.join(sorted(REGISTRY))}")
+    cls = REGISTRY[method]
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"{method}: {exc}") from None
+
+
+def select(dataset: Dataset, method: str, *, size: int | None = None, ratio: float | None = None,
+           **params) -> DistilledSet:
+    """One-line form: ``select(ds, "kcenter", ratio=0.1)`` -> DistilledSet."""
+    return get_selector(method, size=size, ratio=ratio, **params).fit_transform(dataset)
+
+
+@register
+class RandomSelector(Selector):
+    name = "random"
+    summary = "uniformly random samples (the baseline every method must beat)"
+    cost = "O(N)"
+
+    def __init__(self, size=None, ratio=None, *, per_class=None, random_state=0):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state)
+
+    def _select_pool(self, pool, k, rng):
+        return rng.choice(pool, size=k, replace=False), None
+
+
+@register
+class StratifiedRandomSelector(Selector):
+    name = "stratified"
+    summary = "random samples within each class, class shares kept (or balanced)"
+    cost = "O(N)"
+
+    def _select_pool(self, pool, k, rng):
+        return rng.choice(pool, size=k, replace=False), None
