@@ -1,0 +1,290 @@
+"""The Distiller contract: learn a few synthetic samples per class; resumable; returns a DistilledSet.
+
+A subclass sets ``name``/``summary``/``needs_images`` and implements :meth:`Distiller._setup` (build
+its state: optimisers, learned learning rates, expert buffers) and :meth:`Distiller._step` (one outer
+iteration, returning the matching loss). The base class owns validation, preprocessing, synthetic
+initialisation, the iteration loop with progress, checkpoints, learning curves and the artifact.
+
+Determinism: every random draw of iteration ``it`` must come from :meth:`iteration_generator` (or a
+seed from :meth:`iteration_seed`), so that a run resumed from a checkpoint equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.artifact import DistilledSet
+from ..data.dataset import Dataset
+from ..data.preprocess import Preprocessor
+from ..errors import ArtifactError, ConfigError, DataError
+from ..models import MODELS, build_model
+from ..training import resolve_device
+
+REGISTRY: dict[str, type[Distiller]] = {}
+TABULAR_OK = "dm, dc, bptt and krr (with --model mlp)"
+
+
+def register(cls: type[Distiller]) -> type[Distiller]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Context:
+    """What a distiller's step sees: real data (model space, on device) and the synthetic parameters."""
+
+    dataset: Dataset
+    preprocessor: Preprocessor
+    device: torch.device
+    X_real: torch.Tensor                  # (N, ...) standardised
+    y_real: torch.Tensor                  # (N,)
+    class_index: list[torch.Tensor]       # rows of each class
+    X_syn: torch.Tensor                   # (K * ipc, ...) leaf tensor, requires_grad
+    y_syn: torch.Tensor                   # (K * ipc,)
+    n_classes: int
+    input_shape: tuple[int, ...]
+    state: dict = field(default_factory=dict)  # method-specific tensors and optimisers
+
+    def real_batch(self, c: int, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` random real samples of class ``c`` (all of them if the class is smaller)."""
+        idx = self.class_index[c]
+        if n < len(idx):
+            idx = idx[torch.randperm(len(idx), generator=gen)[:n].to(idx.device)]
+        return self.X_real[idx]
+
+    def syn_of(self, c: int, ipc: int) -> torch.Tensor:
+        return self.X_syn[c * ipc:(c + 1) * ipc]
+
+
+class Distiller:
+    """Base class for synthetic distillation methods.
+
+    Args:
+        ipc: synthetic images (samples) per class.
+        model: network the method matches through (``convnet`` for images; ``mlp`` for tabular data).
+        iterations: outer iterations.
+        lr_images: learning rate of the synthetic samples.
+        init: ``real`` (start from random real samples of each class) or ``noise``.
+        batch_real: real samples per class per iteration.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        random_state: seed.
+        checkpoint: a file to save progress to every ``checkpoint_every`` iterations and resume from.
+        model_kwargs: passed to :func:`datadistill.models.build_model` (e.g. ``width``).
+        progress: show a progress bar with the current matching loss.
+    """
+
+    name = "base"
+    summary = ""
+    needs_images = False
+
+    def __init__(self, ipc: int = 10, *, model: str = "convnet", iterations: int = 1000, lr_images: float = 1.0,
+                 init: str = "real", batch_real: int = 256, device: str | None = "auto", random_state: int = 0,
+                 checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
+                 model_kwargs: dict | None = None, progress: bool = False):
+        self.ipc = ipc
+        self.model = model
+        self.iterations = iterations
+        self.lr_images = lr_images
+        self.init = init
+        self.batch_real = batch_real
+        self.device = device
+        self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.model_kwargs = dict(model_kwargs or {})
+        self.progress = progress
+
+    # --- helpers for subclasses -----------------------------------------------------------------
+    def iteration_seed(self, it: int, stream: int = 0) -> int:
+        """A seed that depends only on (random_state, iteration, stream)."""
+        h = hashlib.sha256(f"{self.random_state}:{it}:{stream}".encode()).digest()
+        return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+    def iteration_generator(self, it: int, stream: int = 0) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(self.iteration_seed(it, stream))
+
+    def new_network(self, ctx: Context, seed: int) -> torch.nn.Module:
+        """A freshly initialised network of the matching architecture, on the context's device."""
+        return build_model(self.model, ctx.input_shape, ctx.n_classes, seed=seed, **self.model_kwargs).to(ctx.device)
+
+    def params(self) -> dict:
+        import inspect
+
+        names = []
+        for klass in type(self).__mro__:
+            if klass is object:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name not in ("self", "progress", "checkpoint", "checkpoint_every") and p.name not in names:
+                    names.append(p.name)
+        out = {}
+        for n in names:
+            v = getattr(self, n, None)
+            out[n] = v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else repr(v)
+        return out
+
+    # --- hooks -------------------------------------------------------------------------------
+    def _setup(self, ctx: Context) -> None:
+        """Build method state in ``ctx.state`` (optimisers must be created here so checkpoints restore them)."""
+
+    def _step(self, ctx: Context, it: int) -> float:
+        """One outer iteration; update ``ctx.X_syn`` (and state); return the matching loss."""
+        raise NotImplementedError
+
+    def _training_recipe(self, ctx: Context) -> dict:
+        """What evaluation needs to reproduce this method's result (learned lr, augmentation, ...)."""
+        return {}
+
+    def _soft_labels(self, ctx: Context) -> np.ndarray | None:
+        return None
+
+    # --- validation ----------------------------------------------------------------------------
+    def _validate(self, dataset: Dataset) -> None:
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
+        if int(self.ipc) != self.ipc or self.ipc < 1:
+            raise ConfigError(f"ipc must be a positive integer, got {self.ipc}")
+        counts = dataset.class_counts()
+        if self.ipc > counts.min():
+            c = int(np.argmin(counts))
+            raise DataError(f"ipc {self.ipc} is larger than the smallest class ('{dataset.classes[c]}' has "
+                            f"{counts[c]} samples); use --ipc {counts.min()} or less")
+        if self.iterations < 0:
+            raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
+        if self.init not in ("real", "noise"):
+            raise ConfigError(f"init must be 'real' or 'noise', got {self.init!r}")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model '{self.model}'; choose one of: {', '.join(MODELS)}")
+        if not dataset.is_image:
+            if self.needs_images:
+                raise DataError(f"{self.name} needs image data; {dataset.name} is tabular. Methods that work on "
+                                f"tabular data: {TABULAR_OK}")
+            if self.model in ("convnet", "resnet18"):
+                raise ConfigError(f"{dataset.name} is tabular: use --model mlp (or logreg) with {self.name}")
+
+    # --- the loop --------------------------------------------------------------------------------
+    def fit(self, dataset: Dataset) -> DistilledSet:
+        """Learn ``ipc`` synthetic samples per class of ``dataset``; resume from ``checkpoint`` if present."""
+        self._validate(dataset)
+        dev = resolve_device(self.device)
+        pre = Preprocessor.fit(dataset)
+        X_real = torch.as_tensor(pre.transform(dataset.X), device=dev)
+        y_real = torch.as_tensor(dataset.y, device=dev)
+        K = dataset.n_classes
+        class_index = [torch.nonzero(y_real == c).flatten() for c in range(K)]
+        gen = self.iteration_generator(-1)
+        if self.init == "real":
+            picks = [class_index[c][torch.randperm(len(class_index[c]), generator=gen)[: self.ipc].to(dev)]
+                     for c in range(K)]
+            X_syn = X_real[torch.cat(picks)].clone()
+        else:
+            X_syn = torch.randn((K * self.ipc, *X_real.shape[1:]), generator=gen).to(dev)
+        y_syn = torch.arange(K, device=dev).repeat_interleave(self.ipc)
+        ctx = Context(dataset=dataset, preprocessor=pre, device=dev, X_real=X_real, y_real=y_real,
+                      class_index=class_index, X_syn=X_syn.requires_grad_(True), y_syn=y_syn, n_classes=K,
+                      input_shape=tuple(X_real.shape[1:]))
+        self._setup(ctx)
+        curve: list[dict] = []
+        start_it = 0
+        ckpt = Path(self.checkpoint) if self.checkpoint else None
+        if ckpt is not None and ckpt.exists():
+            start_it, curve = self._restore(ckpt, ctx, dataset)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.iterations, initial=start_it, desc=f"distill {self.name}")
+        t0 = time.perf_counter()
+        for it in range(start_it, self.iterations):
+            loss = float(self._step(ctx, it))
+            curve.append({"iteration": it, "loss": loss})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if ckpt is not None and ((it + 1) % self.checkpoint_every == 0 or it + 1 == self.iterations):
+                self._save_checkpoint(ckpt, ctx, it + 1, curve, dataset)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        X_out = pre.inverse(ctx.X_syn.detach().float().cpu().numpy())
+        meta = {
+            "kind": "synthetic",
+            "method": self.name,
+            "parameters": self.params(),
+            "seed": self.random_state,
+            "ipc": self.ipc,
+            "source": dataset.name,
+            "source_fingerprint": dataset.fingerprint,
+            "source_samples": len(dataset),
+            "timings": {"distill_seconds": seconds, "iterations_run": self.iterations - start_it,
+                        "seconds_per_iteration": seconds / max(1, self.iterations - start_it)},
+            "device": str(dev),
+            "curves": {"matching_loss": [r["loss"] for r in curve]},
+            "training": {"preprocessor": pre.to_dict(), "model": self.model, "model_kwargs": self.model_kwargs,
+                         **self._training_recipe(ctx)},
+        }
+        return DistilledSet(X=X_out, y=ctx.y_syn.cpu().numpy(), classes=dataset.classes,
+                            soft_labels=self._soft_labels(ctx), meta=meta)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint_key(self) -> str:
+        return json.dumps(self.params() | {"iterations": None}, sort_keys=True, default=str)
+
+    def _save_checkpoint(self, path: Path, ctx: Context, it: int, curve: list[dict], dataset: Dataset) -> None:
+        state = {}
+        for k, v in ctx.state.items():
+            if hasattr(v, "state_dict"):
+                state[k] = ("state_dict", v.state_dict())
+            elif isinstance(v, torch.Tensor):
+                state[k] = ("tensor", v.detach().clone())
+        blob = {"iteration": it, "curve": curve, "X_syn": ctx.X_syn.detach().cpu(), "state": state,
+                "fingerprint": dataset.fingerprint, "method": self.name, "key": self._checkpoint_key()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+    def _restore(self, path: Path, ctx: Context, dataset: Dataset) -> tuple[int, list[dict]]:
+        try:
+            blob = torch.load(path, map_location=ctx.device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+            raise ArtifactError(f"{path}: unreadable checkpoint ({exc}); delete it to start afresh") from None
+        if blob.get("fingerprint") != dataset.fingerprint:
+            raise ArtifactError(f"{path}: checkpoint was made on different data (fingerprint "
+                                f"{str(blob.get('fingerprint'))[:12]} vs {dataset.fingerprint[:12]}); "
+                                "delete it or point --checkpoint elsewhere")
+        if blob.get("method") != self.name or blob.get("key") != self._checkpoint_key():
+            raise ArtifactError(f"{path}: checkpoint was made with other settings ({blob.get('method')}); "
+                                "delete it or use the same settings")
+        with torch.no_grad():
+            ctx.X_syn.copy_(blob["X_syn"].to(ctx.device))
+        for k, (kind, v) in blob["state"].items():
+            if kind == "state_dict":
+                ctx.state[k].load_state_dict(v)
+            else:
+                with torch.no_grad():
+                    ctx.state[k].copy_(v)
+        return int(blob["iteration"]), list(blob["curve"])
+
+
+def get_distiller(method: str, **params) -> Distiller:
+    """Instantiate a registered distiller by name."""
+    if method not in REGISTRY:
+        raise ConfigError(f"unknown distillation method '{method}'; choose one of: {', '.join(sorted(REGISTRY))}")
+    try:
+        return REGISTRY[method](**params)
+    except TypeError as exc:
+        raise ConfigError(f"{method}: {exc}") from None
+
+
+def distill(dataset: Dataset, method: str, *, ipc: int = 10, **params) -> DistilledSet:
+    """One-line form: ``distill(ds, "dm", ipc=10)`` -> DistilledSet."""
+    return get_distiller(method, ipc=ipc, **params).fit(dataset)
