@@ -204,7 +204,7 @@ class Distiller:
             bar = tqdm(total=self.iterations, initial=start_it, desc=f"distill {self.name}")
         t0 = time.perf_counter()
         for it in range(start_it, self.iterations):
-            loss = float(self._step(ctx, it))
+            loss = float(torch.as_tensor(self._step(ctx, it)).detach())
             curve.append({"iteration": it, "loss": loss})
             if bar is not None:
                 bar.update(1)
