@@ -144,7 +144,7 @@ def load_table(path: str | os.PathLike, label: str | None = None) -> Dataset:
         arr = col.to_numpy(zero_copy_only=False).astype(np.float64)
         if col.null_count:
             row = int(np.flatnonzero(np.isnan(arr))[0])
-            raise DataError(f"{path}: column '{c}' is empty in row {row}; fill or drop missing values")
+            raise DataError(f"{path}: row {row}, column '{c}' is missing or NaN; fill or drop that row")
         cols.append(arr)
     X = np.stack(cols, axis=1).astype(np.float32)
     bad = ~np.isfinite(X)
