@@ -129,31 +129,38 @@ class Selector:
             raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
-        rng = np.random.default_rng(self.random_state)
         self.scores_ = None
-        self._prepare(dataset, rng)
+        self._prepare(dataset, np.random.default_rng(self.random_state))
+        results = [self._select_part(pool, kc, seed) for pool, kc, seed in self.partitions(dataset, k)]
+        self._finish(dataset, results, start)
+        return self
+
+    def partitions(self, dataset: Dataset, k: int) -> list[tuple[np.ndarray, int, list[int]]]:
+        """(pool rows, budget, seed) per independent part: one per class, or the whole set when per_class=None.
+
+        Each part draws from its own seeded generator, so parts can run anywhere (e.g. on Dask workers) in
+        any order and give the same subset as a sequential run.
+        """
         budgets = allocate(dataset.class_counts(), k, self.per_class)
-        chosen, weights = [], []
+        base_seed = [] if self.random_state is None else [int(self.random_state)]
         if budgets is None:
-            idx, w = self._select_pool(np.arange(len(dataset)), k, rng)
-            chosen.append(np.asarray(idx, dtype=np.int64))
-            weights.append(np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64))
-        else:
-            for c, kc in enumerate(budgets):
-                if kc == 0:
-                    continue
-                pool = dataset.class_indices(c)
-                idx, w = self._select_pool(pool, int(kc), rng)
-                chosen.append(np.asarray(idx, dtype=np.int64))
-                weights.append(np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64))
-        self.indices_ = np.concatenate(chosen)
-        self.weights_ = np.concatenate(weights)
+            return [(np.arange(len(dataset)), k, [*base_seed, -1])]
+        return [(dataset.class_indices(c), int(kc), [*base_seed, c]) for c, kc in enumerate(budgets) if kc > 0]
+
+    def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed if seed else None)
+        idx, w = self._select_pool(pool, k, rng)
+        idx = np.asarray(idx, dtype=np.int64)
+        return idx, np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64)
+
+    def _finish(self, dataset: Dataset, results: list[tuple[np.ndarray, np.ndarray]], start: float) -> None:
+        self.indices_ = np.concatenate([r[0] for r in results])
+        self.weights_ = np.concatenate([r[1] for r in results])
         if len(np.unique(self.indices_)) != len(self.indices_):
             raise AssertionError(f"{self.name} chose a sample twice")  # an invariant, not user input
         self.n_selected_ = len(self.indices_)
         self.seconds_ = time.perf_counter() - start
         self.source_fingerprint_ = dataset.fingerprint
-        return self
 
     def transform(self, dataset: Dataset) -> DistilledSet:
         """The chosen samples of ``dataset`` as a DistilledSet with provenance."""
