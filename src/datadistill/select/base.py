@@ -144,7 +144,7 @@ class Selector:
         budgets = allocate(dataset.class_counts(), k, self.per_class)
         base_seed = [] if self.random_state is None else [int(self.random_state)]
         if budgets is None:
-            return [(np.arange(len(dataset)), k, [*base_seed, -1])]
+            return [(np.arange(len(dataset)), k, [*base_seed, 2**32 - 1])]  # a part id no class uses
         return [(dataset.class_indices(c), int(kc), [*base_seed, c]) for c, kc in enumerate(budgets) if kc > 0]
 
     def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
