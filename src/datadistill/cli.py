@@ -1,0 +1,360 @@
+"""`datadistill ...`: thin subcommands that parse arguments, call the public API and print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, DatadistillError
+
+EXIT_USAGE = 2
+
+EPILOG = """examples:
+  datadistill demo                                   two-class 2-D demo + a short evaluation on digits
+  datadistill methods                                every selection and distillation method, with its cost
+  datadistill select mnist.npz --method kcenter --ratio 0.1 --out mnist-kcenter
+  datadistill show mnist-kcenter
+  datadistill evaluate mnist.npz --methods random,kcenter,entropy --ratios 0.01,0.1 --out eval-mnist
+  datadistill distill mnist.npz --method dm --ipc 10 --out mnist-dm
+  datadistill evaluate mnist.npz --distilled mnist-dm --protocol dc --out eval-dm
+
+DATA is a .npz (x_train/y_train[/x_test/y_test] or X/y), a .csv or .parquet file (--label names the class column),
+a folder of images with one sub-folder per class, a CIFAR-10 python-batch folder, or a built-in name:
+digits, two-gaussians, blobs (no download), mnist / cifar10 (your local copy, found via $DATADISTILL_DATA).
+Errors in the input are reported with the file, column or row and exit code 2."""
+
+
+def _parse_value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return tuple(_parse_value(t) for t in text.split(","))
+    return text
+
+
+def _params(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--param expects KEY=VALUE, got '{pair}'")
+        key, value = pair.split("=", 1)
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+    if not values:
+        raise ConfigError(f"{what}: empty list")
+    return values
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
+    return value
+
+
+def _load(args) -> object:
+    from .data import load
+
+    return load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed)
+
+
+def _check_out(out: str | None, overwrite: bool, resume: bool = False) -> None:
+    if out and Path(out).exists() and not (overwrite or resume):
+        raise ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="data file or folder, or a built-in name (see datadistill --help)")
+    p.add_argument("--label", help="label column of a CSV/Parquet file (default: label/target/class/y)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out share when DATA has no test split (default 0.2, stratified)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of that split (default 0)")
+
+
+# --- subcommands ---------------------------------------------------------------------------------
+def cmd_select(args) -> int:
+    from .select import get_selector
+
+    if (args.ratio is None) == (args.size is None):
+        raise ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
+    _check_out(args.out, args.overwrite)
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
+    params = _params(args.param)
+    if args.features:
+        params["features"] = args.features
+    if args.device:
+        params["device"] = args.device
+    per_class = None if args.per_class == "none" else args.per_class
+    selector = get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
+                            random_state=args.seed, **params)
+    if args.dask is not None:
+        from .parallel import fit_distributed
+
+        fit_distributed(selector, dataset, address=args.dask or None, n_workers=args.workers)
+    else:
+        selector.fit(dataset)
+    result = selector.transform(dataset)
+    result.save(args.out, overwrite=args.overwrite)
+    print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
+          f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from . import select, synth  # noqa: F401 - importing registers every method
+    from .models import MODELS
+    from .select import REGISTRY as SELECTORS
+    from .synth import REGISTRY as DISTILLERS
+
+    print("selection (keep real samples)   datadistill select DATA --method NAME --ratio R")
+    for name in sorted(SELECTORS):
+        cls = SELECTORS[name]
+        print(f"  {name:<18} {cls.summary}  [{cls.cost}]")
+    print("\nsynthesis (learn synthetic samples)   datadistill distill DATA --method NAME --ipc N")
+    for name in sorted(DISTILLERS):
+        cls = DISTILLERS[name]
+        kind = "images only" if cls.needs_images else "images or tabular (with --model mlp)"
+        print(f"  {name:<18} {cls.summary}  [{kind}]")
+    print("\nmodels (--model)")
+    for name, text in MODELS.items():
+        print(f"  {name:<18} {text}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .data import DistilledSet
+
+    ds = DistilledSet.open(args.dir)
+    meta = ds.meta
+    lines = [
+        f"{args.dir}: {len(ds)} samples, {len(ds.classes)} classes, {meta.get('kind', '?')} by '{ds.method}'",
+        f"  source       {meta.get('source')} ({meta.get('source_samples', '?')} samples), fingerprint "
+        f"{str(meta.get('source_fingerprint'))[:16]}",
+        f"  seed         {meta.get('seed')}",
+        f"  parameters   {json.dumps(meta.get('parameters', {}), sort_keys=True)}",
+        f"  timings      {json.dumps(meta.get('timings', {}), sort_keys=True)}",
+        f"  created      {meta.get('created')} with datadistill {meta.get('library_version')}",
+        f"  sample shape {tuple(ds.X.shape[1:])} {ds.X.dtype}",
+    ]
+    if ds.source_fingerprint and meta.get("source_samples"):
+        lines.append(f"  reduction    {meta['source_samples'] / len(ds):.1f}x")
+    if ds.weights is not None:
+        lines.append(f"  weights      sum {ds.weights.sum():.0f}, min {ds.weights.min():.3g}, max {ds.weights.max():.3g}")
+    if "accuracy" in meta:
+        lines.append(f"  accuracy     {json.dumps(meta['accuracy'])}")
+    print("\n".join(lines))
+    print("  class histogram")
+    hist = ds.class_histogram()
+    top = max(hist.values()) or 1
+    for name, n in hist.items():
+        print(f"    {name[:16]:<16} {n:>7}  {'#' * max(1 if n else 0, round(30 * n / top))}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    _check_out(args.out, args.overwrite, args.resume)
+    ratios = _float_list(args.ratios, "--ratios")
+    bad = [r for r in ratios if not 0 < r <= 1]
+    if bad:
+        raise ConfigError(f"--ratios: {bad[0]} is outside (0, 1]; ratios are fractions of the training set")
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
+    report = evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
+                      distilled=args.distilled or (), protocol=args.protocol, out=args.out, resume=args.resume,
+                      overwrite=args.overwrite, device=args.device, use_weights=args.use_weights, progress=True)
+    print(report.to_markdown())
+    if args.out:
+        print(f"\nreport: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import render
+
+    paths = render(args.dir)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .synth import get_distiller
+
+    _check_out(args.out, args.overwrite)
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
+    params = _params(args.param)
+    for key in ("iterations", "model", "init", "checkpoint", "lr_images", "batch_real"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    distiller = get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
+                              progress=True, **params)
+    result = distiller.fit(dataset)
+    if args.eval_models > 0 and dataset.test is not None:
+        from .synth.protocol import evaluate_protocol
+
+        rows = evaluate_protocol(dataset, result, n_models=args.eval_models, epochs=args.eval_epochs,
+                                 device=args.device or "auto", seed=0, progress=True)
+        import numpy as np
+
+        accs = [r["test_accuracy"] for r in rows]
+        result.meta["accuracy"] = {"protocol": "dc", "models": len(accs), "epochs": rows[0].get("epochs"),
+                                   "mean": float(np.mean(accs)), "std": float(np.std(accs)), "seeds": [
+                                       r["seed"] for r in rows]}
+        print(f"test accuracy of fresh models trained on the distilled set: {100 * np.mean(accs):.2f} ± "
+              f"{100 * np.std(accs):.2f} % ({len(accs)} models)")
+    result.save(args.out, overwrite=args.overwrite)
+    if dataset.is_image:
+        from .synth.figures import image_grid
+
+        image_grid(result, Path(args.out) / "images.png")
+    print(f"{len(result)} synthetic samples ({args.ipc} per class) by {args.method} in "
+          f"{result.meta['timings']['distill_seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, overwrite=args.overwrite, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datadistill",
+        description="Shrink a labelled training set to a small one that trains models almost as well: select "
+                    "informative real samples (coresets) or learn synthetic ones (dataset distillation), and "
+                    "prove it against the full set and a random subset.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"datadistill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("select", help="keep the most informative real samples",
+                       description="Select a subset of DATA's training samples and save it as a DistilledSet "
+                                   "directory (data.npz + meta.json).")
+    _data_arguments(p)
+    p.add_argument("--method", required=True, help="selection method (see `datadistill methods`)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--ratio", type=_ratio, help="fraction of the training set to keep, in (0, 1]")
+    size.add_argument("--size", type=int, help="number of samples to keep")
+    p.add_argument("--per-class", default="proportional", choices=["proportional", "balanced", "none"],
+                   help="budget per class: keep class shares (default), equal counts, or choose globally")
+    p.add_argument("--features", choices=["raw", "embedding"],
+                   help="feature space of geometric methods: raw inputs or a probe network's penultimate layer")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="method-specific parameter, repeatable (e.g. --param model=logreg --param epochs=10)")
+    p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the per-class parts on a Dask cluster (a local one when no address is given)")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local Dask cluster (default 2)")
+    p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("distill", help="learn a few synthetic samples per class",
+                       description="Learn IPC synthetic samples per class of DATA and save them (in DATA's own "
+                                   "pixel or feature space) with everything evaluation needs.")
+    _data_arguments(p)
+    p.add_argument("--method", required=True, help="dm, dm-multilayer, dc, dsa, mtt, bptt or krr")
+    p.add_argument("--ipc", type=int, default=10, help="synthetic samples per class (default 10)")
+    p.add_argument("--iterations", type=int, help="outer iterations (default: the method's own)")
+    p.add_argument("--model", help="network to match through: convnet (images, default) or mlp (tabular)")
+    p.add_argument("--init", choices=["real", "noise"], help="start from real samples (default) or noise")
+    p.add_argument("--lr-images", type=float, help="learning rate of the synthetic samples")
+    p.add_argument("--batch-real", type=int, help="real samples per class per iteration")
+    p.add_argument("--checkpoint", help="checkpoint file: progress is saved there and a rerun resumes from it")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method-specific parameter, repeatable")
+    p.add_argument("--eval-models", type=int, default=0,
+                   help="after distilling, train this many fresh models on the result and store their accuracy")
+    p.add_argument("--eval-epochs", type=int, help="epochs of that evaluation (default: the DC protocol's)")
+    p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="train fresh models on full, random and distilled sets; report",
+                       description="For each method and size: select (or load --distilled sets), train a fresh "
+                                   "model with the full-data recipe, test on the real test split, over seeds; "
+                                   "write rows.jsonl, report.md/.json/.html and figures to --out.")
+    _data_arguments(p)
+    p.add_argument("--methods", default="random", help="comma-separated selection methods (default random)")
+    p.add_argument("--ratios", default="0.01,0.05,0.1,0.2,0.5", help="comma-separated fractions in (0, 1]")
+    p.add_argument("--model", default="mlp", help="logreg, mlp (default), convnet or resnet18")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    p.add_argument("--distilled", action="append", metavar="DIR", help="a saved DistilledSet to evaluate too")
+    p.add_argument("--protocol", choices=["default", "dc"], default="default",
+                   help="dc: the dataset-condensation protocol for synthetic sets (ConvNet, SGD, 300/1000 epochs)")
+    p.add_argument("--use-weights", action="store_true", help="weight kept samples by how many they stand for")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--out", help="run directory (rows, report, figures)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="re-render a run's tables and figures from its saved JSON")
+    p.add_argument("dir", metavar="DIR", help="an evaluate --out directory")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("methods", help="list every method with what it does and its cost")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("show", help="provenance and class histogram of a saved set")
+    p.add_argument("dir", metavar="DIR", help="a directory written by select or distill")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("demo", help="the two-class 2-D demo and a short evaluation on digits (~2 minutes)")
+    p.add_argument("--out", default="datadistill-demo", help="folder for figures and tables (default "
+                                                              "./datadistill-demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    p.add_argument("--quick", action="store_true", help="smaller settings (for a smoke test)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except DatadistillError as exc:
+        print(f"datadistill {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"datadistill {args.command}: interrupted; finished output is kept (evaluate: rerun with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

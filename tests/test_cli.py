@@ -1,0 +1,97 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from datadistill.cli import main
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] > 0).astype(int)
+    path = tmp_path / "data.csv"
+    with open(path, "w") as fh:
+        fh.write("a,b,c,label\n")
+        for row, lab in zip(X, y):
+            fh.write(",".join(f"{v:.6f}" for v in row) + f",{lab}\n")
+    return path
+
+
+def test_select_show_round_trip(tmp_path, csv_file, capsys):
+    out = tmp_path / "sel"
+    code, stdout, _ = run(["select", csv_file, "--method", "stratified", "--ratio", "0.25", "--out", out], capsys)
+    assert code == 0 and "kept 24 of 96" in stdout
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["method"] == "stratified" and len(meta["classes"]) == 2
+    code, stdout, _ = run(["show", out], capsys)
+    assert code == 0 and "class histogram" in stdout and "stratified" in stdout
+    # the class histogram lines add up to the kept count
+    counts = [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("    ")]
+    assert sum(counts) == 24
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--method", "nosuch", "--ratio", "0.1"], "unknown selection method 'nosuch'"),
+        (["--method", "random", "--ratio", "1.5"], "ratio must be in (0, 1]"),
+        (["--method", "random", "--ratio", "0"], "ratio must be in (0, 1]"),
+        (["--method", "random", "--size", "5000"], "only 96"),
+        (["--method", "random"], "exactly one of --ratio"),
+    ],
+)
+def test_select_rejects_bad_options(tmp_path, csv_file, capsys, extra, fragment):
+    code, _, err = run(["select", csv_file, *extra, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_select_bad_inputs(tmp_path, capsys):
+    code, _, err = run(["select", tmp_path / "missing.csv", "--method", "random", "--ratio", "0.1",
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "missing.csv: no such file" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,label\n1,0\nfoo,1\n2,1\n")
+    code, _, err = run(["select", bad, "--method", "random", "--ratio", "0.5", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "column 'a' is not numeric" in err
+    nolabel = tmp_path / "nolabel.csv"
+    nolabel.write_text("a,b\n1,0\n2,1\n")
+    code, _, err = run(["select", nolabel, "--method", "random", "--ratio", "0.5", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--label" in err
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, csv_file, capsys):
+    out = tmp_path / "sel"
+    args = ["select", csv_file, "--method", "random", "--size", "10", "--out", out]
+    assert run(args, capsys)[0] == 0
+    code, _, err = run(args, capsys)
+    assert code == 2 and "already exists" in err
+    assert run([*args, "--overwrite", "--seed", "3"], capsys)[0] == 0
+
+
+def test_methods_lists_every_registered_method(capsys):
+    from datadistill.select import REGISTRY
+
+    code, stdout, _ = run(["methods"], capsys)
+    assert code == 0
+    for name in REGISTRY:
+        assert name in stdout
+
+
+def test_console_script_help_and_usage_errors():
+    proc = subprocess.run([sys.executable, "-m", "datadistill.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "select" in proc.stdout and "evaluate" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "datadistill.cli", "select"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

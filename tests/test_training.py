@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+import datadistill as dd
+from datadistill.data import Preprocessor
+from datadistill.errors import ConfigError
+from datadistill.models import MODELS, build_model
+from datadistill.training import TrainConfig, accuracy, embed, train, validation_split
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = dd.load("digits")
+    pre = Preprocessor.fit(ds)
+    return ds, pre, pre.transform(ds.X), pre.transform(ds.test.X)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_builds_and_embeds(name, digits):
+    ds, pre, Xm, _ = digits
+    model = build_model(name, pre.model_shape, ds.n_classes, seed=0, width=8)
+    out = model(torch.as_tensor(Xm[:4]))
+    assert out.shape == (4, 10)
+    assert embed(model, Xm[:4]).shape == (4, model.feature_dim)
+
+
+def test_seeded_models_are_identical_and_global_rng_untouched():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model("mlp", (5,), 3, seed=7)
+    after = torch.rand(1)
+    b = build_model("mlp", (5,), 3, seed=7)
+    assert torch.equal(before, after)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_training_learns_and_is_deterministic(digits):
+    ds, pre, Xm, Xt = digits
+    accs = []
+    for _ in range(2):
+        model = build_model("mlp", pre.model_shape, 10, seed=1)
+        result = train(model, Xm, ds.y, TrainConfig(epochs=20), seed=3)
+        accs.append(accuracy(model, Xt, ds.test.y))
+    assert accs[0] == accs[1]
+    assert accs[0] > 0.93
+    assert result.epochs == 20 and result.steps == 20 * int(np.ceil(len(ds) / 256))
+
+
+def test_min_steps_scales_epochs_for_small_sets():
+    cfg = TrainConfig(epochs=10, batch_size=256, min_steps=500, max_epochs=300)
+    assert cfg.planned_epochs(60000) == 10
+    assert cfg.planned_epochs(100) == 300  # 1 step per epoch, capped
+    assert cfg.planned_epochs(2560) == 50
+
+
+def test_early_stopping_restores_best_and_uses_only_given_validation(digits):
+    ds, pre, Xm, _ = digits
+    tr, va = validation_split(ds.y, 0.2, random_state=0)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(ds)
+    model = build_model("mlp", pre.model_shape, 10, seed=0)
+    result = train(model, Xm[tr], ds.y[tr], TrainConfig(epochs=30, patience=3, lr=5e-3),
+                   validation=(Xm[va], ds.y[va]))
+    best = max(h["val_accuracy"] for h in result.history)
+    assert accuracy(model, Xm[va], ds.y[va]) == pytest.approx(best)
+    assert result.best_epoch is not None
+
+
+def test_sample_weights_change_the_fit():
+    X = np.array([[-1.0], [1.0], [0.1]], dtype=np.float32)
+    y = np.array([0, 1, 0])
+    w = np.array([1.0, 1.0, 50.0])
+    m1 = build_model("logreg", (1,), 2, seed=0)
+    m2 = build_model("logreg", (1,), 2, seed=0)
+    cfg = TrainConfig(epochs=300, lr=0.05, batch_size=3)
+    train(m1, X, y, cfg)
+    train(m2, X, y, cfg, sample_weight=w)
+    p = lambda m: torch.softmax(m(torch.tensor([[0.3]])), 1)[0, 0].item()  # noqa: E731
+    assert p(m2) > p(m1)
+
+
+def test_bad_recipe_is_a_config_error(digits):
+    ds, pre, Xm, _ = digits
+    with pytest.raises(ConfigError, match="optimizer"):
+        train(build_model("logreg", pre.model_shape, 10), Xm, ds.y, TrainConfig(optimizer="rmsprop"))
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_model("vgg", (3,), 2)
+    with pytest.raises(ConfigError, match="needs images"):
+        build_model("convnet", (3,), 2)
+
+
+def test_dask_parts_equal_sequential_fit():
+    from datadistill.parallel import fit_distributed
+    from datadistill.select import get_selector
+
+    ds = dd.load("digits")
+    a = get_selector("stratified", ratio=0.2, random_state=4).fit(ds)
+    b = fit_distributed(get_selector("stratified", ratio=0.2, random_state=4), ds, n_workers=2)
+    np.testing.assert_array_equal(a.indices_, b.indices_)
