@@ -9,5 +9,19 @@ from .select import select  # noqa: E402
 save = DistilledSet.save
 open = DistilledSet.open  # noqa: A001 - the public name the design asks for
 
+
+def __getattr__(name: str):
+    # distill and evaluate pull in torch-heavy modules; import them on first use
+    if name == "distill":
+        from .synth import distill
+
+        return distill
+    if name == "evaluate":
+        from .evaluation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'datadistill' has no attribute '{name}'")
+
+
 __all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dataset", "DistilledSet",
-           "__version__", "load", "open", "save", "select"]
+           "__version__", "distill", "evaluate", "load", "open", "save", "select"]
