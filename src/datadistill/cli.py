@@ -310,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mlp", help="logreg, mlp (default), convnet or resnet18")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--distilled", action="append", metavar="DIR", help="a saved DistilledSet to evaluate too")
-    p.add_argument("--protocol", choices=["default", "dc"], default="default",
-                   help="dc: the dataset-condensation protocol for synthetic sets (ConvNet, SGD, 300/1000 epochs)")
+    p.add_argument("--protocol", choices=["same", "dc"], default="same",
+                   help="same: every row with the --model recipe (default); dc: synthetic sets with the "
+                        "dataset-condensation protocol (fresh ConvNets, SGD, 300 epochs, 1000 with DSA)")
     p.add_argument("--use-weights", action="store_true", help="weight kept samples by how many they stand for")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--out", help="run directory (rows, report, figures)")
