@@ -1,0 +1,465 @@
+"""Full data vs random vs selected (or loaded distilled) subsets, over seeds, with one training recipe -> Report.
+
+Protocol (what every row shares):
+
+- One :class:`~datadistill.data.Preprocessor` is fitted on the whole training split and applied to every row.
+- Per seed, a stratified validation split is drawn from the *training* split (``validation_fraction``, at
+  most ``validation_max`` rows). It is used only for early stopping. The remaining rows are the training
+  *pool*: the full row trains on the whole pool, and selectors choose from the pool, so validation rows
+  never enter a training set and the full row is exactly "ratio 1.0". ``ratio`` is a fraction of the pool.
+- Loaded distilled sets were chosen from the whole training split; their rows validate on the seed's
+  validation rows minus any row the set contains.
+- The test split is used once per row, after training, to measure accuracy; never for training or
+  early stopping.
+- The model and training recipe (:func:`default_recipe`) are the same for every row; ``min_steps``
+  gives tiny subsets enough optimiser steps, so their training time does not shrink below that floor,
+  and early-stopping patience is a quarter of the planned epochs when that is more (:func:`scaled_patience`).
+- Samples are trained in ascending row order, so a subset equal to the pool trains exactly as the full row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import training
+from .data.artifact import DistilledSet
+from .data.dataset import Dataset
+from .data.preprocess import Preprocessor
+from .errors import ArtifactError, ConfigError, DataError
+from .models import MODELS, build_model
+from .report import REPORT_JSON, Report, atomic_write
+from .training import TrainConfig, resolve_device
+
+ROWS_FILE = "rows.jsonl"
+RUN_FILE = "run.json"
+POINTS_MAX = 20_000
+
+RECIPES: dict[str, TrainConfig] = {
+    "logreg": TrainConfig(epochs=10, batch_size=256, lr=1e-2, optimizer="adam", min_steps=200, max_epochs=500,
+                          patience=3),
+    "mlp": TrainConfig(epochs=10, batch_size=256, lr=1e-3, optimizer="adam", min_steps=200, max_epochs=500,
+                       patience=3),
+    "convnet": TrainConfig(epochs=10, batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                           min_steps=200, max_epochs=500, patience=3),
+    "resnet18": TrainConfig(epochs=10, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                            min_steps=200, max_epochs=500, patience=3),
+}
+
+
+def default_recipe(model: str) -> TrainConfig:
+    """The training recipe evaluation uses for ``model`` (a copy; change fields freely)."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+    return replace(RECIPES[model])
+
+
+def scaled_patience(config: TrainConfig, n: int) -> TrainConfig:
+    """The recipe for a set of ``n`` samples: patience grows to a quarter of the planned epochs.
+
+    Small sets get many short epochs (``min_steps``), so a fixed patience in epochs would stop them after a
+    few dozen optimiser steps on a noisy validation plateau.
+    """
+    if not config.patience:
+        return config
+    return replace(config, patience=max(config.patience, config.planned_epochs(n) // 4))
+
+
+def parse_ratios(ratios: Iterable[float | str] | str) -> tuple[float, ...]:
+    """Ratios as floats in (0, 1]; accepts ``"0.01,0.1"`` or a sequence."""
+    items = ratios.split(",") if isinstance(ratios, str) else list(ratios)
+    out = []
+    for item in items:
+        try:
+            r = float(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"ratio {item!r} is not a number; give fractions in (0, 1] like 0.01,0.1,0.5") from None
+        if not 0 < r <= 1:
+            raise ConfigError(f"ratio {r} is outside (0, 1]; give fractions of the training set, e.g. 0.1 for 10%")
+        out.append(r)
+    if not out:
+        raise ConfigError("no ratios given; e.g. --ratios 0.01,0.05,0.1")
+    return tuple(dict.fromkeys(out))
+
+
+def environment(device: str) -> dict:
+    """Machine, versions and date of this run."""
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    machine = f"{cpu}, {os.cpu_count()} cores"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        machine += f", GPU {torch.cuda.get_device_name(0)}"
+    return {
+        "machine": machine,
+        "platform": platform.platform(),
+        "versions": {"datadistill": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "scikit-learn": sklearn.__version__},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {seeds}")
+        return list(range(int(seeds)))
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ConfigError(f"seeds must be distinct integers, got {list(seeds)}")
+    return out
+
+
+def _validation_rows(y: np.ndarray, seed: int, fraction: float, maximum: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, validation) row indices of the training split for this seed."""
+    if fraction <= 0:
+        return np.arange(len(y)), np.zeros(0, dtype=np.int64)
+    frac = min(fraction, maximum / len(y))
+    return training.validation_split(y, frac, random_state=10_000 + seed)
+
+
+def _load_distilled(item: str | os.PathLike | DistilledSet, dataset: Dataset) -> tuple[DistilledSet, str]:
+    if isinstance(item, DistilledSet):
+        ds, label = item, f"{item.method}:loaded"
+    else:
+        ds = DistilledSet.open(item)
+        label = f"{ds.method}:{Path(item).name}"
+    where = str(item) if not isinstance(item, DistilledSet) else f"distilled set '{ds.method}'"
+    if ds.source_fingerprint != dataset.fingerprint:
+        raise ArtifactError(
+            f"{where}: made from a different data set (its source fingerprint is "
+            f"{str(ds.source_fingerprint)[:16]}, {ds.meta.get('source', 'unknown source')}; "
+            f"{dataset.name} has {dataset.fingerprint[:16]}). Evaluate it against the exact data (same file, "
+            "same test split) it was distilled from"
+        )
+    if tuple(ds.X.shape[1:]) != dataset.sample_shape:
+        raise ArtifactError(f"{where}: samples of shape {ds.X.shape[1:]} but {dataset.name} has {dataset.sample_shape}")
+    return ds, label
+
+
+class _RunDir:
+    """rows.jsonl (append + fsync per row) and run.json in an evaluation's output directory."""
+
+    def __init__(self, path: Path | None, resume: bool, overwrite: bool):
+        self.path = path
+        self.done: dict[tuple[str, int, int], dict] = {}
+        if path is None:
+            return
+        if path.exists() and not path.is_dir():
+            raise ArtifactError(f"{path}: exists and is not a directory; choose another --out")
+        if path.exists() and any(path.iterdir()):
+            looks_like_run = (path / RUN_FILE).exists() or (path / ROWS_FILE).exists()
+            if resume:
+                if not looks_like_run:
+                    raise ArtifactError(f"{path}: not an evaluation run directory (no {RUN_FILE}); cannot resume")
+            elif overwrite:
+                if not looks_like_run:
+                    raise ArtifactError(f"{path}: exists and is not an evaluation run directory; refusing to "
+                                        "overwrite it, choose another --out")
+                shutil.rmtree(path)
+            else:
+                raise ArtifactError(f"{path}: already exists; pass --resume to continue that run, --overwrite to "
+                                    "replace it, or choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+
+    def check_context(self, key: dict) -> None:
+        """Refuse to resume a run made with other data, model, recipe or protocol."""
+        if self.path is None:
+            return
+        run = self.path / RUN_FILE
+        if run.exists():
+            old = json.loads(run.read_text())
+            diff = [k for k in key if json.dumps(old.get(k), sort_keys=True) != json.dumps(key[k], sort_keys=True)]
+            if diff:
+                raise ArtifactError(f"{self.path}: this run was made with other settings ({', '.join(diff)} differ); "
+                                    "resume with the same data, model and recipe, or use another --out")
+        else:
+            atomic_write(run, json.dumps(key, indent=1, sort_keys=True))
+        rows = self.path / ROWS_FILE
+        if rows.exists():
+            for n, line in enumerate(rows.read_text().splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    # only a row cut off mid-write by an interruption can be partial; it is simply redone
+                    if n == len(rows.read_text().splitlines()) - 1:
+                        continue
+                    raise ArtifactError(f"{rows}: line {n + 1} is not JSON; the run directory is damaged") from None
+                self.done[(row["method"], int(row["size"]), int(row["seed"]))] = row
+
+    def append(self, row: dict) -> None:
+        self.done[(row["method"], int(row["size"]), int(row["seed"]))] = row
+        if self.path is None:
+            return
+        with open(self.path / ROWS_FILE, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def evaluate(
+    dataset: Dataset,
+    *,
+    methods: Sequence[str] = ("random",),
+    ratios: Sequence[float] | str = (0.1,),
+    model: str = "mlp",
+    seeds: int | Sequence[int] = 3,
+    distilled: Sequence[str | os.PathLike | DistilledSet] = (),
+    use_weights: bool = False,
+    protocol: str = "same",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    train_config: TrainConfig | None = None,
+    method_params: dict[str, dict] | None = None,
+    validation_fraction: float = 0.1,
+    validation_max: int = 5000,
+    device: str = "auto",
+    progress: bool | Callable[[dict], None] = True,
+    command: str | None = None,
+) -> Report:
+    """Train a fresh model on the full pool, random subsets, selected subsets and loaded sets; test each.
+
+    Args:
+        dataset: the data, with a test split (``load`` makes one when the source has none).
+        methods: registered selector names (``datadistill.select.REGISTRY``); ``random`` rows are always added.
+        ratios: subset sizes as fractions of the training pool, each in (0, 1] (or ``"0.01,0.1"``).
+        model: a model zoo name (``datadistill.models.MODELS``).
+        seeds: number of seeds (0..n-1) or explicit seeds; each seed re-draws validation rows, model
+            initialisation, batch order and the selection's ``random_state``.
+        distilled: saved DistilledSet directories (or objects) made from this same data set.
+        use_weights: train selected/loaded sets with their per-sample weights when they have them.
+        protocol: ``same`` (the recipe above for every row) or ``dc`` (synthetic sets are evaluated by
+            ``datadistill.synth.protocol.evaluate_protocol``: ConvNet, 5 models, the distillation protocol).
+        out: run directory: ``rows.jsonl`` grows as rows finish; report.json/.md/.html and figures/ are
+            rewritten after each method and at the end.
+        resume: continue a run in ``out``, skipping finished (method, size, seed) rows.
+        overwrite: replace an existing run directory in ``out``.
+        train_config: the recipe (default :func:`default_recipe` of ``model``).
+        method_params: extra keyword arguments per selector name, e.g. ``{"kcenter": {"per_class": None}}``.
+        validation_fraction, validation_max: the early-stopping validation split taken from training rows.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        progress: show a progress bar (True), nothing (False), or call ``progress(row)`` as each row finishes.
+        command: the command line to record in the report.
+
+    Raises:
+        ConfigError: unknown model, method or protocol; a ratio outside (0, 1]; bad seeds.
+        DataError: the data set has no test split.
+        ArtifactError: ``out`` exists (without resume/overwrite) or belongs to another run; a distilled
+            set made from other data.
+    """
+    from .select import REGISTRY, get_selector, resolve_size
+
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"evaluate() needs a datadistill Dataset, got {type(dataset).__name__}")
+    if dataset.test is None:
+        raise DataError(f"{dataset.name}: no test split; load it with datadistill.load(...) (which makes a seeded "
+                        "split) or give x_test/y_test")
+    if model not in MODELS:
+        raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in REGISTRY and m != "full"]
+    if unknown:
+        raise ConfigError(f"unknown selection method{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"choose from: {', '.join(sorted(REGISTRY))}")
+    if protocol not in ("same", "dc"):
+        raise ConfigError(f"unknown protocol '{protocol}' (same, dc)")
+    if not 0 <= validation_fraction < 1:
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    ratio_list = parse_ratios(ratios)
+    seed_list = _seed_list(seeds)
+    method_params = dict(method_params or {})
+    cfg = train_config or default_recipe(model)
+    dev = str(resolve_device(device))
+    loaded = [_load_distilled(item, dataset) for item in distilled]
+    methods = ["random"] + [m for m in dict.fromkeys(methods) if m not in ("random", "full")]
+
+    out_path = Path(out) if out is not None else None
+    run = _RunDir(out_path, resume, overwrite)
+    pre = Preprocessor.fit(dataset)
+    n_val = len(_validation_rows(dataset.y, seed_list[0], validation_fraction, validation_max)[1])
+    pool_size = len(dataset) - n_val
+    run_key = {"fingerprint": dataset.fingerprint, "model": model, "recipe": cfg.to_dict(),
+               "validation_fraction": validation_fraction, "validation_max": validation_max,
+               "use_weights": use_weights, "protocol": protocol}
+    run.check_context(run_key)
+
+    context = {
+        "dataset": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset),
+        "pool_size": pool_size, "validation_size": n_val, "test_size": len(dataset.test),
+        "n_features": dataset.n_features, "sample_shape": list(dataset.sample_shape),
+        "classes": list(dataset.classes), "model": model, "recipe": cfg.to_dict(), "device": dev,
+        "seeds": seed_list, "use_weights": use_weights, "protocol": protocol,
+        "environment": environment(dev), "command": command,
+        "protocol_note": ("validation rows for early stopping come from the training split and are excluded "
+                          "from the pool that subsets are chosen from; ratio = fraction of that pool"),
+    }
+    two_d = dataset.n_features == 2 and not dataset.is_image
+    if two_d:
+        context["points"] = {"X": dataset.X[:POINTS_MAX].tolist(), "y": dataset.y[:POINTS_MAX].tolist()}
+
+    X_model = pre.transform(dataset.X)
+    X_test = pre.transform(dataset.test.X)
+    y_test = dataset.test.y
+
+    sizes = {r: resolve_size(pool_size, None, r) for r in ratio_list}
+    plan: list[tuple[str, object, int]] = []  # (label, ratio or loaded set, seed)
+    for label in ["full", *methods]:
+        for r in ([1.0] if label == "full" else ratio_list):
+            plan += [(label, r, s) for s in seed_list]
+    for ds_item, label in loaded:
+        delegated = protocol == "dc" and ds_item.meta.get("kind") == "synthetic"
+        plan += [(label, ds_item, s) for s in (seed_list[:1] if delegated else seed_list)]
+    method_order = {label: i for i, label in enumerate(dict.fromkeys(p[0] for p in plan))}
+
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc=f"evaluate {dataset.name}", unit="row")
+    notify = progress if callable(progress) else None
+    images: list[dict] = []
+
+    def report() -> Report:
+        rows = sorted(run.done.values(),
+                      key=lambda r: (method_order.get(r["method"], len(method_order)), r["size"], r["seed"]))
+        return Report(rows=rows, context=context, images=images)
+
+    def finish_method() -> None:
+        if out_path is not None and run.done:
+            report().render(out_path)
+
+    def train_and_test(idx: np.ndarray | None, seed: int, val_idx: np.ndarray, *, X=None, y=None,
+                       weights=None, soft=None) -> dict:
+        if idx is not None:
+            order = np.argsort(idx, kind="stable")
+            idx = idx[order]
+            X, y = X_model[idx], dataset.y[idx]
+            weights = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
+        net = build_model(model, pre.model_shape, dataset.n_classes, seed=seed)
+        validation = (X_model[val_idx], dataset.y[val_idx]) if len(val_idx) else None
+        row_cfg = scaled_patience(cfg, len(y))
+        result = training.train(net, X, y, row_cfg, sample_weight=weights, soft_labels=soft, validation=validation,
+                                device=dev, seed=seed, description="train")
+        acc = training.accuracy(result.model, X_test, y_test, device=dev)
+        val = max((h["val_accuracy"] for h in result.history if "val_accuracy" in h), default=None)
+        return {"test_accuracy": acc, "val_accuracy": val, "train_seconds": result.seconds,
+                "epochs": result.epochs, "steps": result.steps, "weighted": weights is not None}
+
+    current = None
+    try:
+        for label, what, seed in plan:
+            if label != current and current is not None:
+                finish_method()
+            current = label
+            pool, val_idx = _validation_rows(dataset.y, seed, validation_fraction, validation_max)
+            if isinstance(what, DistilledSet):
+                size = len(what)
+            else:
+                size = pool_size if label == "full" else sizes[what]
+            key = (label, size, seed)
+            if key in run.done:
+                if bar is not None:
+                    bar.update(1)
+                continue
+            row = {"method": label, "size": size, "seed": seed, "ratio": size / pool_size}
+            if label == "full":
+                row.update(kind="full", select_seconds=0.0, **train_and_test(pool, seed, val_idx))
+            elif isinstance(what, DistilledSet):
+                row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol, dev,
+                                          train_and_test, images))
+                if row.get("protocol_rows"):
+                    for extra in row.pop("protocol_rows"):
+                        run.append(extra)
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+            else:
+                pool_ds = Dataset(X=dataset.X[pool], y=dataset.y[pool], classes=dataset.classes, test=None,
+                                  name=f"{dataset.name}[pool]", info=dict(dataset.info))
+                params = dict(method_params.get(label, {}))
+                selector = get_selector(label, size=size, random_state=seed, **params)
+                t0 = time.perf_counter()
+                selector.fit(pool_ds)
+                select_seconds = time.perf_counter() - t0
+                chosen = pool[np.asarray(selector.indices_, dtype=np.int64)]
+                weights = getattr(selector, "weights_", None)
+                use = use_weights and weights is not None and not np.allclose(weights, 1.0)
+                row.update(kind="selection", select_seconds=select_seconds, size=len(chosen),
+                           **train_and_test(chosen, seed, val_idx, weights=weights if use else None))
+                row["classes_present"] = int(len(np.unique(dataset.y[chosen])))
+                if two_d:
+                    row["indices"] = np.sort(chosen).tolist()
+            run.append(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(method=label, size=row["size"], acc=f"{row['test_accuracy']:.4f}")
+            if notify is not None:
+                notify(row)
+        finish_method()
+    except KeyboardInterrupt:
+        finish_method()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return report()
+
+
+def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray, dataset: Dataset,
+                   pre: Preprocessor, use_weights: bool, protocol: str, device: str, train_and_test,
+                   images: list[dict]) -> dict:
+    timings = ds.meta.get("timings", {})
+    select_seconds = float(timings.get("select_seconds", timings.get("distill_seconds", 0.0)) or 0.0)
+    kind = ds.meta.get("kind", "selection")
+    if kind == "synthetic" and seed == 0 and len(images) < 8 and dataset.is_image:
+        images.append({"title": label, "X": ds.X[:200].tolist(), "y": ds.y[:200].tolist(),
+                       "classes": list(ds.classes)})
+    if kind == "synthetic" and protocol == "dc":
+        from .synth.protocol import evaluate_protocol
+
+        rows = evaluate_protocol(dataset, ds, n_models=5, architectures=("convnet",), device=device)
+        for i, r in enumerate(rows):
+            r.setdefault("method", label)
+            r.setdefault("size", len(ds))
+            r.setdefault("seed", seed + i)
+            r.setdefault("ratio", len(ds) / len(dataset))
+            r.setdefault("kind", kind)
+            r.setdefault("select_seconds", select_seconds)
+        return {"protocol_rows": rows}
+    weights = ds.weights if use_weights and ds.weights is not None else None
+    if ds.indices is not None:
+        val_idx = np.setdiff1d(val_idx, np.asarray(ds.indices, dtype=np.int64))
+    soft = ds.soft_labels if kind == "synthetic" else None
+    X = pre.transform(ds.X)
+    stats = train_and_test(None, seed, val_idx, X=X, y=np.asarray(ds.y, dtype=np.int64), weights=weights, soft=soft)
+    return {"kind": kind, "select_seconds": select_seconds, **stats}
+
+
+def load_report(directory: str | os.PathLike) -> Report:
+    """The report of a finished or interrupted run directory (rebuilt from rows.jsonl when needed)."""
+    directory = Path(directory)
+    if (directory / REPORT_JSON).exists():
+        return Report.from_json(directory / REPORT_JSON)
+    raise ArtifactError(f"{directory}: no {REPORT_JSON}; run `datadistill evaluate ... --out {directory}` first")

@@ -1,0 +1,426 @@
+"""Report: evaluation rows + run context -> aggregated table, JSON, Markdown, figures and one HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+FULL = "full"
+RANDOM = "random"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to a temporary sibling of ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if len(arr) == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den and den > 0 and math.isfinite(num) and math.isfinite(den) else float("nan")
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+@dataclass
+class Report:
+    """Evaluation rows (one per method, size and seed) plus the run's context.
+
+    ``rows``: dicts with at least ``method``, ``kind``, ``size``, ``ratio``, ``seed``, ``test_accuracy``,
+    ``train_seconds``, ``select_seconds``; rows of 2-D data may carry the chosen ``indices``.
+    ``context``: dataset, fingerprint, model, recipe, device, versions, machine, date, command; for 2-D data
+    ``points`` (``X``, ``y`` of the training pool) so chosen samples can be drawn without the data set.
+    ``images``: optional ``{"title", "X", "y"}`` sample grids (e.g. synthetic sets) to draw.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    context: dict = field(default_factory=dict)
+    images: list[dict] = field(default_factory=list)
+
+    # --- numbers --------------------------------------------------------------------------------
+    def methods(self) -> list[str]:
+        """Method names in display order: full, random, then the others as they first appear."""
+        seen: list[str] = []
+        for r in self.rows:
+            if r["method"] not in seen:
+                seen.append(r["method"])
+        head = [m for m in (FULL, RANDOM) if m in seen]
+        return head + [m for m in seen if m not in head]
+
+    def aggregate(self) -> list[dict]:
+        """Mean ± std over seeds per (method, size), with accuracy drop and speedups against the full rows."""
+        groups: dict[tuple[str, int], list[dict]] = {}
+        for r in self.rows:
+            groups.setdefault((r["method"], int(r["size"])), []).append(r)
+        full = [r for r in self.rows if r["method"] == FULL]
+        full_acc, _ = _mean_std([r["test_accuracy"] for r in full])
+        full_train, _ = _mean_std([r["train_seconds"] for r in full])
+        order = {m: i for i, m in enumerate(self.methods())}
+        out = []
+        for (method, size), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+            acc, acc_sd = _mean_std([r["test_accuracy"] for r in rs])
+            tr, tr_sd = _mean_std([r["train_seconds"] for r in rs])
+            sel, sel_sd = _mean_std([r.get("select_seconds", 0.0) or 0.0 for r in rs])
+            ep, _ = _mean_std([r.get("epochs") for r in rs])
+            out.append({
+                "method": method, "kind": rs[0].get("kind", "selection"), "size": size,
+                "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
+                "accuracy_mean": acc, "accuracy_std": acc_sd,
+                "accuracy_drop": (full_acc - acc) * 100 if full else float("nan"),
+                "train_seconds_mean": tr, "train_seconds_std": tr_sd,
+                "select_seconds_mean": sel, "select_seconds_std": sel_sd,
+                "epochs_mean": ep,
+                "train_speedup": _ratio(full_train, tr),
+                "total_speedup": _ratio(full_train, tr + sel),
+                "weighted": any(bool(r.get("weighted")) for r in rs),
+            })
+        return out
+
+    def against_random(self) -> list[dict]:
+        """For every non-baseline (method, size) with a random row of the same size: accuracy delta in points.
+
+        ``beats``: mean above random's; ``clear``: the gap exceeds the two standard deviations combined.
+        """
+        agg = self.aggregate()
+        random = {a["size"]: a for a in agg if a["method"] == RANDOM}
+        out = []
+        for a in agg:
+            if a["method"] in (FULL, RANDOM) or a["size"] not in random:
+                continue
+            r = random[a["size"]]
+            delta = (a["accuracy_mean"] - r["accuracy_mean"]) * 100
+            spread = (a["accuracy_std"] + r["accuracy_std"]) * 100
+            out.append({"method": a["method"], "size": a["size"], "ratio": a["ratio"], "delta_points": delta,
+                        "beats": delta > 0, "clear": delta > spread})
+        return out
+
+    # --- text -----------------------------------------------------------------------------------
+    def table_markdown(self) -> str:
+        """The aggregated table alone, as Markdown."""
+        lines = [
+            "| method | size | ratio | seeds | test accuracy % | drop vs full (points) | train s | "
+            "train speedup | select s | total speedup | epochs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for a in self.aggregate():
+            name = a["method"] + (" (weighted)" if a["weighted"] else "")
+            drop = "—" if a["method"] == FULL else f"{a['accuracy_drop']:+.2f}"
+            lines.append(
+                f"| {name} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | "
+                f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f} | {drop} | "
+                f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f} | {a['train_speedup']:.1f}x | "
+                f"{a['select_seconds_mean']:.2f} | {a['total_speedup']:.1f}x | {a['epochs_mean']:.1f} |"
+            )
+        return "\n".join(lines)
+
+    def context_markdown(self) -> str:
+        c = self.context
+        env = c.get("environment", {})
+        items = [
+            ("data set", f"{c.get('dataset', '?')} (fingerprint {str(c.get('fingerprint', '?'))[:16]})"),
+            ("training pool / validation / test", f"{c.get('pool_size', '?')} / {c.get('validation_size', '?')} / "
+                                                  f"{c.get('test_size', '?')}"),
+            ("model", c.get("model")),
+            ("recipe", json.dumps(c.get("recipe", {}), sort_keys=True)),
+            ("device", c.get("device")),
+            ("machine", env.get("machine")),
+            ("versions", ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())),
+            ("date", env.get("date")),
+            ("command", f"`{c['command']}`" if c.get("command") else None),
+        ]
+        lines = [f"- {k}: {v}" for k, v in items if v not in (None, "")]
+        if c.get("protocol_note"):
+            lines.append(f"- protocol: {c['protocol_note']}")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """Context, the aggregated table and where each method beats random."""
+        title = f"# Evaluation: {self.context.get('dataset', 'data set')}, model {self.context.get('model', '?')}"
+        parts = [title, "", self.context_markdown(), "", self.table_markdown(), ""]
+        versus = self.against_random()
+        if versus:
+            parts += ["Against random at the same size (accuracy points; * = gap larger than both stds together):", ""]
+            by_method: dict[str, list[str]] = {}
+            for v in versus:
+                mark = "*" if v["clear"] else ""
+                by_method.setdefault(v["method"], []).append(f"{v['size']:,}: {v['delta_points']:+.2f}{mark}")
+            parts += [f"- {m}: {', '.join(s)}" for m, s in by_method.items()]
+            parts.append("")
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        return _jsonable({"rows": self.rows, "context": self.context, "images": self.images,
+                          "aggregate": self.aggregate()})
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Write rows, context and the aggregate to ``path`` (atomically)."""
+        return atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> Report:
+        """Read a report written by :meth:`to_json`."""
+        path = Path(path)
+        if not path.exists():
+            raise ArtifactError(f"{path}: no such report; run `datadistill evaluate ... --out DIR` first")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path}: corrupt report JSON ({exc}); re-run the evaluation") from None
+        if not isinstance(d, dict) or "rows" not in d:
+            raise ArtifactError(f"{path}: not a datadistill report (no 'rows')")
+        return cls(rows=list(d["rows"]), context=dict(d.get("context", {})), images=list(d.get("images", [])))
+
+    # --- figures --------------------------------------------------------------------------------
+    def _curve(self, key: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        curves: dict[str, list] = {}
+        for a in self.aggregate():
+            curves.setdefault(a["method"], []).append((a["size"], a[f"{key}_mean"], a[f"{key}_std"]))
+        return {m: tuple(np.asarray(v, dtype=np.float64) for v in zip(*sorted(pts))) for m, pts in curves.items()}
+
+    def _size_figure(self, key: str, ylabel: str, scale: float):
+        fig = _new_figure()
+        ax = fig.add_subplot(1, 1, 1)
+        curves = self._curve(key)
+        if FULL in curves:
+            _, m, s = curves[FULL]
+            ax.axhline(m[0] * scale, color="black", lw=1.5, label=f"full data ({m[0] * scale:.3g})")
+            ax.axhspan((m[0] - s[0]) * scale, (m[0] + s[0]) * scale, color="black", alpha=0.08)
+        for method, (sizes, m, s) in curves.items():
+            if method == FULL:
+                continue
+            style = {"color": "black", "ls": "--", "marker": "o"} if method == RANDOM else {"marker": "o"}
+            ax.errorbar(sizes, m * scale, yerr=s * scale, capsize=3, label=method, **style)
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        ax.set_title(f"{self.context.get('dataset', '')} — {self.context.get('model', '')}")
+        return fig
+
+    def accuracy_figure(self):
+        """Test accuracy (%) vs subset size, log x, with the full-data line and the random curve."""
+        return self._size_figure("accuracy", "test accuracy (%)", 100.0)
+
+    def time_figure(self):
+        """Training seconds vs subset size, log x, with the full-data line."""
+        fig = self._size_figure("train_seconds", "training seconds", 1.0)
+        fig.axes[0].set_yscale("log")
+        return fig
+
+    def points_figure(self):
+        """For 2-D data: the chosen samples of each method (first seed, each size) over the whole pool."""
+        pts = self.context.get("points")
+        chosen = [r for r in self.rows if r.get("indices") is not None and r["method"] != FULL]
+        if not pts or not chosen:
+            return None
+        X, y = np.asarray(pts["X"], dtype=np.float64), np.asarray(pts["y"], dtype=np.int64)
+        first_seed = min(r["seed"] for r in chosen)
+        panels = sorted({(r["method"], r["size"]) for r in chosen if r["seed"] == first_seed},
+                        key=lambda p: (self.methods().index(p[0]), p[1]))
+        ncols = min(4, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        fig = _new_figure(3.2 * ncols, 3.0 * nrows)
+        lookup = {(r["method"], r["size"]): r for r in chosen if r["seed"] == first_seed}
+        for i, (method, size) in enumerate(panels):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            ax.scatter(X[:, 0], X[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=3, alpha=0.12, linewidths=0)
+            idx = np.asarray(lookup[(method, size)]["indices"], dtype=np.int64)
+            idx = idx[idx < len(X)]
+            ax.scatter(X[idx, 0], X[idx, 1], c=y[idx], cmap="tab10", vmin=0, vmax=9, s=14,
+                       edgecolors="black", linewidths=0.4)
+            ax.set_title(f"{method}, {size} samples", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return fig
+
+    def figures(self, directory: str | os.PathLike) -> list[Path]:
+        """Render every figure as PNG into ``directory`` (atomically); returns the paths written."""
+        directory = Path(directory)
+        return [atomic_write(directory / name, png) for name, png in self._figure_pngs()]
+
+    def _figure_pngs(self) -> list[tuple[str, bytes]]:
+        out = []
+        if self.rows:
+            out.append(("accuracy_vs_size.png", _png(self.accuracy_figure())))
+            out.append(("train_time_vs_size.png", _png(self.time_figure())))
+        fig = self.points_figure()
+        if fig is not None:
+            out.append(("selected_points.png", _png(fig)))
+        for i, grid in enumerate(self.images):
+            fig = image_grid(np.asarray(grid["X"]), np.asarray(grid["y"]), grid.get("classes"),
+                             title=grid.get("title"))
+            out.append((f"samples_{i}.png", _png(fig)))
+        return out
+
+    def to_html(self, path: str | os.PathLike, *, figure_pngs: list[tuple[str, bytes]] | None = None) -> Path:
+        """One self-contained HTML page: context, table, comparison with random, every figure embedded."""
+        pngs = figure_pngs if figure_pngs is not None else self._figure_pngs()
+        esc = html.escape
+        title = f"Evaluation: {self.context.get('dataset', 'data set')}, model {self.context.get('model', '?')}"
+        head = ["method", "size", "ratio", "seeds", "test accuracy %", "drop vs full (points)", "train s",
+                "train speedup", "select s", "total speedup", "epochs"]
+        body = []
+        for a in self.aggregate():
+            cells = [a["method"] + (" (weighted)" if a["weighted"] else ""), f"{a['size']:,}", f"{a['ratio']:.3g}",
+                     str(a["seeds"]), f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f}",
+                     "—" if a["method"] == FULL else f"{a['accuracy_drop']:+.2f}",
+                     f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", f"{a['train_speedup']:.1f}x",
+                     f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}"]
+            cls = ' class="baseline"' if a["method"] in (FULL, RANDOM) else ""
+            body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        context = "".join(f"<li>{esc(line[2:])}</li>" for line in self.context_markdown().splitlines())
+        versus = "".join(
+            f"<li>{esc(v['method'])} at {v['size']:,}: {v['delta_points']:+.2f} points"
+            f"{' (clear)' if v['clear'] else ''}</li>" for v in self.against_random())
+        figures = "".join(
+            f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            f"<figcaption>{esc(name)}</figcaption></figure>" for name, png in pngs)
+        page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.baseline {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>{esc(title)}</h1>
+<ul>{context}</ul>
+<h2>Results (mean ± std over seeds)</h2>
+<table><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<h2>Against random at the same size</h2>
+<ul>{versus or "<li>no method rows with a random row of the same size</li>"}</ul>
+<h2>Figures</h2>
+{figures}
+</body></html>
+"""
+        return atomic_write(path, page)
+
+    def render(self, directory: str | os.PathLike) -> list[Path]:
+        """Write report.json, report.md, report.html and figures/*.png into ``directory``."""
+        directory = Path(directory)
+        pngs = self._figure_pngs()
+        written = [self.to_json(directory / REPORT_JSON), atomic_write(directory / REPORT_MD, self.to_markdown())]
+        written += [atomic_write(directory / FIGURES_DIR / name, png) for name, png in pngs]
+        written.append(self.to_html(directory / REPORT_HTML, figure_pngs=pngs))
+        return written
+
+
+def render(directory: str | os.PathLike) -> Report:
+    """Re-render report.md, report.html and figures from ``directory/report.json`` (``datadistill report DIR``)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such run directory")
+    report = Report.from_json(directory / REPORT_JSON)
+    report.render(directory)
+    return report
+
+
+def image_grid(X: np.ndarray, y: np.ndarray, classes: Sequence[str] | None = None, *, per_class: int = 10,
+               title: str | None = None):
+    """A matplotlib Figure with up to ``per_class`` samples of each class in a row (images or (N, d) vectors)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    K = int(y.max()) + 1 if len(y) else 0
+    names = list(classes) if classes is not None else [str(c) for c in range(K)]
+    cols = max(1, min(per_class, max((int((y == c).sum()) for c in range(K)), default=1)))
+    fig = _new_figure(0.9 * cols + 1.0, 0.9 * max(K, 1) + 0.4)
+    for c in range(K):
+        idx = np.flatnonzero(y == c)[:cols]
+        for j, i in enumerate(idx):
+            ax = fig.add_subplot(K, cols, c * cols + j + 1)
+            ax.imshow(_as_image(X[i]), cmap="gray" if _as_image(X[i]).ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(names[c] if c < len(names) else str(c), fontsize=7, rotation=0, ha="right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _as_image(x: np.ndarray) -> np.ndarray:
+    """One sample as an HxW or HxWxC array scaled to [0, 1] for display."""
+    if x.ndim == 1:
+        side = math.ceil(math.sqrt(len(x)))
+        x = np.pad(x, (0, side * side - len(x))).reshape(side, side)
+    elif x.ndim == 3 and x.shape[0] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
+        x = x.transpose(1, 2, 0)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def image_grid_figure(X: np.ndarray, y: np.ndarray, classes: Sequence[str] | None, path: str | os.PathLike, *,
+                      per_class: int = 10, title: str | None = None) -> Path:
+    """Render :func:`image_grid` to a PNG file at ``path`` (atomically)."""
+    return atomic_write(path, _png(image_grid(X, y, classes, per_class=per_class, title=title)))

@@ -1,0 +1,224 @@
+"""Evaluation harness: protocol invariants, bad input, resume, loaded sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from datadistill import training
+from datadistill.data import Dataset, Preprocessor
+from datadistill.errors import ArtifactError, ConfigError, DataError
+from datadistill.evaluation import ROWS_FILE, evaluate, parse_ratios
+from datadistill.select import REGISTRY, Selector, select
+from datadistill.training import TrainConfig
+
+TINY = TrainConfig(epochs=2, batch_size=64, lr=1e-2, min_steps=8, max_epochs=20, patience=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def blobs() -> Dataset:
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=900, centers=3, cluster_std=1.0, random_state=3)
+    X = X.astype(np.float32)
+    return Dataset.create(X[:600], y[:600], test=(X[600:], y[600:]), name="blobs3")
+
+
+def _run(ds, **kw):
+    kw.setdefault("model", "logreg")
+    kw.setdefault("train_config", TINY)
+    kw.setdefault("progress", False)
+    return evaluate(ds, **kw)
+
+
+class _Spy:
+    """Records what every training call receives."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = training.train
+
+        def spy(model, X, y, config=None, **kw):
+            val = kw.get("validation")
+            self.calls.append({"X": np.asarray(X).copy(), "y": np.asarray(y).copy(),
+                               "X_val": None if val is None else np.asarray(val[0]).copy()})
+            return real(model, X, y, config, **kw)
+
+        monkeypatch.setattr(training, "train", spy)
+
+
+def test_subset_equal_to_full_set_matches_full_row(blobs):
+    report = _run(blobs, methods=["random"], ratios=[1.0], seeds=2)
+    full = {r["seed"]: r for r in report.rows if r["method"] == "full"}
+    rand = {r["seed"]: r for r in report.rows if r["method"] == "random"}
+    assert set(full) == set(rand) == {0, 1}
+    for s in full:
+        assert rand[s]["size"] == full[s]["size"]
+        assert rand[s]["test_accuracy"] == full[s]["test_accuracy"]
+        assert rand[s]["steps"] == full[s]["steps"]
+    agg = {a["method"]: a for a in report.aggregate()}
+    assert agg["random"]["accuracy_drop"] == pytest.approx(0.0)
+
+
+def test_random_rows_use_exactly_the_requested_samples(blobs, monkeypatch):
+    spy = _Spy(monkeypatch)
+    report = _run(blobs, methods=["random"], ratios=[0.05, 0.2], seeds=3)
+    pool = report.context["pool_size"]
+    assert pool + report.context["validation_size"] == len(blobs)
+    rows = [r for r in report.rows if r["method"] == "random"]
+    assert len(rows) == 6
+    for r in rows:
+        assert r["size"] == max(1, round(r["ratio"] * pool))
+        assert r["size"] in (round(0.05 * pool), round(0.2 * pool))
+    trained_sizes = sorted(len(c["y"]) for c in spy.calls)
+    assert trained_sizes == sorted([pool] * 3 + [round(0.05 * pool)] * 3 + [round(0.2 * pool)] * 3)
+    # each seed draws its own random subset
+    subsets = {tuple(r["indices"]) for r in rows if r["size"] == round(0.2 * pool)}
+    assert len(subsets) == 3
+
+
+def test_test_split_never_seen_in_training_validation_or_selection(blobs, monkeypatch):
+    spy = _Spy(monkeypatch)
+    seen_by_selector = []
+
+    class SpySelector(Selector):
+        name = "spy"
+
+        def _prepare(self, dataset, rng):
+            seen_by_selector.append(dataset)
+
+        def _select_pool(self, pool, k, rng):
+            return pool[:k], None
+
+    monkeypatch.setitem(REGISTRY, "spy", SpySelector)
+    report = _run(blobs, methods=["spy"], ratios=[0.1, 0.5], seeds=2)
+    assert {r["method"] for r in report.rows} == {"full", "random", "spy"}
+
+    pre = Preprocessor.fit(blobs)
+    test_rows = {row.tobytes() for row in pre.transform(blobs.test.X)}
+    train_rows = {row.tobytes() for row in pre.transform(blobs.X)}
+    assert not test_rows & train_rows
+    assert len(spy.calls) == len(report.rows)
+    for call in spy.calls:
+        used = {row.tobytes() for row in call["X"]}
+        val = {row.tobytes() for row in call["X_val"]}
+        assert used <= train_rows and val <= train_rows
+        assert not used & test_rows and not val & test_rows
+        assert not used & val  # early-stopping rows are never trained on
+    test_raw = {row.tobytes() for row in blobs.test.X}
+    for ds in seen_by_selector:
+        assert ds.test is None
+        assert not {row.tobytes() for row in ds.X} & test_raw
+
+
+@pytest.mark.parametrize("kwargs, error, text", [
+    ({"model": "transformer"}, ConfigError, "unknown model"),
+    ({"methods": ["nosuch"]}, ConfigError, "nosuch"),
+    ({"ratios": [0.0]}, ConfigError, "outside (0, 1]"),
+    ({"ratios": [1.5]}, ConfigError, "outside (0, 1]"),
+    ({"ratios": "0.1,abc"}, ConfigError, "not a number"),
+    ({"seeds": 0}, ConfigError, "seeds"),
+    ({"protocol": "fancy"}, ConfigError, "protocol"),
+])
+def test_bad_input_is_refused_before_any_work(blobs, monkeypatch, kwargs, error, text):
+    spy = _Spy(monkeypatch)
+    with pytest.raises(error, match=None) as info:
+        _run(blobs, **kwargs)
+    assert text in str(info.value)
+    assert spy.calls == []
+
+
+def test_parse_ratios_accepts_text_and_dedupes():
+    assert parse_ratios("0.01, 0.1,0.1,1") == (0.01, 0.1, 1.0)
+
+
+def test_data_without_test_split_is_refused(blobs):
+    no_test = Dataset(X=blobs.X, y=blobs.y, classes=blobs.classes, name="nt")
+    with pytest.raises(DataError, match="no test split"):
+        _run(no_test)
+
+
+def test_existing_out_dir_is_refused_and_interrupted_run_resumes(blobs, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="already exists"):
+        _run(blobs, out=out)
+    with pytest.raises(ArtifactError, match="not an evaluation run"):
+        _run(blobs, out=out, overwrite=True)
+    assert (out / "notes.txt").exists()
+
+    out = tmp_path / "run2"
+    finished = []
+
+    def stop_after_three(row):
+        finished.append(row)
+        if len(finished) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, out=out, progress=stop_after_three)
+    lines = (out / ROWS_FILE).read_text().splitlines()
+    assert len(lines) == 3
+    assert (out / "report.json").exists()  # an interrupted run still has a report
+
+    with pytest.raises(ArtifactError, match="already exists"):
+        _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, out=out)
+    with pytest.raises(ArtifactError, match="other settings"):
+        _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, out=out, resume=True, model="mlp")
+
+    spy = _Spy(monkeypatch)
+    report = _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, out=out, resume=True)
+    assert len(spy.calls) == 3  # 6 rows planned, 3 were finished before the interruption
+    assert len(report.rows) == 6
+    keys = {(r["method"], r["size"], r["seed"]) for r in report.rows}
+    assert len(keys) == 6
+    saved = json.loads((out / "report.json").read_text())
+    assert len(saved["rows"]) == 6
+
+    report2 = _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, out=out, overwrite=True)
+    assert len(report2.rows) == 6
+
+
+def test_loaded_distilled_set_is_evaluated_and_foreign_one_refused(blobs, tmp_path):
+    chosen = select(blobs, "stratified", ratio=0.1, random_state=5)
+    path = chosen.save(tmp_path / "strat10")
+    report = _run(blobs, methods=[], ratios=[0.1], seeds=2, distilled=[path])
+    rows = [r for r in report.rows if r["method"] == "stratified:strat10"]
+    assert len(rows) == 2
+    assert all(r["size"] == len(chosen) and r["kind"] == "selection" for r in rows)
+
+    other = Dataset.create(blobs.X + 1.0, blobs.y, test=(blobs.test.X, blobs.test.y), name="shifted")
+    foreign = select(other, "stratified", ratio=0.1).save(tmp_path / "foreign")
+    with pytest.raises(ArtifactError, match="different data set") as info:
+        _run(blobs, distilled=[foreign])
+    assert blobs.fingerprint[:16] in str(info.value) and other.fingerprint[:16] in str(info.value)
+
+
+def test_weights_are_used_only_when_asked(blobs, monkeypatch):
+    class Weighted(Selector):
+        name = "weighted-spy"
+
+        def _select_pool(self, pool, k, rng):
+            return pool[:k], np.full(k, 2.0) + np.arange(k) % 2
+
+    monkeypatch.setitem(REGISTRY, "weighted-spy", Weighted)
+    plain = _run(blobs, methods=["weighted-spy"], ratios=[0.2], seeds=1)
+    weighted = _run(blobs, methods=["weighted-spy"], ratios=[0.2], seeds=1, use_weights=True)
+    row = next(r for r in plain.rows if r["method"] == "weighted-spy")
+    row_w = next(r for r in weighted.rows if r["method"] == "weighted-spy")
+    assert row["weighted"] is False and row_w["weighted"] is True
+    assert not any(r["weighted"] for r in weighted.rows if r["method"] != "weighted-spy")

@@ -1,0 +1,130 @@
+"""Report: aggregation arithmetic, JSON round trip, rendering, self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from datadistill.errors import ArtifactError
+from datadistill.report import (
+    FIGURES_DIR,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_MD,
+    Report,
+    image_grid_figure,
+    render,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for seed, (full_acc, rand_acc, sel_acc) in enumerate([(0.90, 0.80, 0.85), (0.92, 0.82, 0.89)]):
+        rows.append({"method": "full", "kind": "full", "size": 100, "ratio": 1.0, "seed": seed,
+                     "test_accuracy": full_acc, "train_seconds": 10.0, "select_seconds": 0.0, "epochs": 10,
+                     "steps": 40, "weighted": False})
+        for method, acc, sel in (("random", rand_acc, 0.0), ("kcenter", sel_acc, 3.0)):
+            rows.append({"method": method, "kind": "selection", "size": 10, "ratio": 0.1, "seed": seed,
+                         "test_accuracy": acc, "train_seconds": 1.0 + seed, "select_seconds": sel, "epochs": 10,
+                         "steps": 4, "weighted": False, "indices": list(range(seed, 100, 10))})
+            rows.append({"method": method, "kind": "selection", "size": 50, "ratio": 0.5, "seed": seed,
+                         "test_accuracy": acc + 0.05, "train_seconds": 5.0, "select_seconds": sel, "epochs": 10,
+                         "steps": 20, "weighted": False, "indices": list(range(seed, 100, 2))})
+    return rows
+
+
+def _report(two_d: bool = True) -> Report:
+    rng = np.random.default_rng(0)
+    context = {"dataset": "toy", "fingerprint": "ab" * 32, "model": "mlp", "pool_size": 100,
+               "validation_size": 10, "test_size": 50, "recipe": {"epochs": 10},
+               "environment": {"machine": "test cpu", "versions": {"numpy": np.__version__}, "date": "today"}}
+    if two_d:
+        context["points"] = {"X": rng.normal(size=(100, 2)).tolist(), "y": (np.arange(100) % 3).tolist()}
+    return Report(rows=_rows(), context=context)
+
+
+def test_aggregate_means_drops_and_speedups():
+    agg = {(a["method"], a["size"]): a for a in _report().aggregate()}
+    assert list(agg)[0] == ("full", 100) and list(agg)[1][0] == "random"
+    k = agg[("kcenter", 10)]
+    assert k["seeds"] == 2
+    assert k["accuracy_mean"] == pytest.approx(0.87)
+    assert k["accuracy_std"] == pytest.approx(np.std([0.85, 0.89], ddof=1))
+    assert k["accuracy_drop"] == pytest.approx((0.91 - 0.87) * 100)
+    assert k["train_seconds_mean"] == pytest.approx(1.5)
+    assert k["train_speedup"] == pytest.approx(10.0 / 1.5)
+    assert k["total_speedup"] == pytest.approx(10.0 / 4.5)
+    versus = {(v["method"], v["size"]): v for v in _report().against_random()}
+    assert versus[("kcenter", 10)]["delta_points"] == pytest.approx(6.0)
+    assert versus[("kcenter", 10)]["beats"] and versus[("kcenter", 10)]["clear"]
+
+
+def test_markdown_has_every_aggregate_row():
+    md = _report().to_markdown()
+    assert md.count("\n| kcenter |") == 2 and md.count("\n| random |") == 2 and "\n| full |" in md
+    assert "91.00 ± 1.41" in md
+    assert "kcenter: 10: +6.00*" in md
+
+
+def test_report_round_trips_through_json(tmp_path):
+    report = _report()
+    path = report.to_json(tmp_path / "r.json")
+    again = Report.from_json(path)
+    assert again.rows == report.rows
+    assert again.context == report.context
+    assert again.aggregate() == report.aggregate()
+    assert again.to_markdown() == report.to_markdown()
+
+
+def test_from_json_refuses_missing_or_corrupt_files(tmp_path):
+    with pytest.raises(ArtifactError, match="no such report"):
+        Report.from_json(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        Report.from_json(bad)
+
+
+def test_html_embeds_every_figure(tmp_path):
+    report = _report()
+    report.images.append({"title": "synthetic", "X": np.random.default_rng(1).random((6, 8, 8)).tolist(),
+                          "y": [0, 0, 1, 1, 2, 2], "classes": ["a", "b", "c"]})
+    report.render(tmp_path)
+    files = sorted((tmp_path / FIGURES_DIR).glob("*.png"))
+    names = {f.name for f in files}
+    assert names == {"accuracy_vs_size.png", "train_time_vs_size.png", "selected_points.png", "samples_0.png"}
+    page = (tmp_path / REPORT_HTML).read_text()
+    assert "<script" not in page and "src=\"http" not in page  # self-contained
+    embedded = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert {name for name, _ in embedded} == names
+    for name, data in embedded:
+        png = base64.b64decode(data)
+        assert png.startswith(PNG_MAGIC)
+        assert png == (tmp_path / FIGURES_DIR / name).read_bytes()
+    assert "<td>kcenter</td>" in page
+
+
+def test_render_rebuilds_everything_from_report_json(tmp_path):
+    _report(two_d=False).render(tmp_path)
+    for name in (REPORT_MD, REPORT_HTML):
+        (tmp_path / name).unlink()
+    for f in (tmp_path / FIGURES_DIR).iterdir():
+        f.unlink()
+    report = render(tmp_path)
+    assert (tmp_path / REPORT_MD).read_text() == report.to_markdown()
+    assert (tmp_path / REPORT_JSON).exists()
+    assert sorted(f.name for f in (tmp_path / FIGURES_DIR).iterdir()) == ["accuracy_vs_size.png",
+                                                                         "train_time_vs_size.png"]
+    with pytest.raises(ArtifactError):
+        render(tmp_path / "missing")
+
+
+def test_image_grid_figure_writes_a_png(tmp_path):
+    X = np.random.default_rng(0).integers(0, 255, size=(12, 3, 6, 6)).astype(np.uint8)
+    path = image_grid_figure(X, np.arange(12) % 4, ["w", "x", "y", "z"], tmp_path / "g.png", per_class=3)
+    assert path.read_bytes().startswith(PNG_MAGIC)
