@@ -115,8 +115,10 @@ def test_render_rebuilds_everything_from_report_json(tmp_path):
         (tmp_path / name).unlink()
     for f in (tmp_path / FIGURES_DIR).iterdir():
         f.unlink()
-    report = render(tmp_path)
+    written = render(tmp_path)
+    report = Report.from_json(tmp_path / REPORT_JSON)
     assert (tmp_path / REPORT_MD).read_text() == report.to_markdown()
+    assert tmp_path / REPORT_HTML in written and tmp_path / REPORT_MD in written
     assert (tmp_path / REPORT_JSON).exists()
     assert sorted(f.name for f in (tmp_path / FIGURES_DIR).iterdir()) == ["accuracy_vs_size.png",
                                                                          "train_time_vs_size.png"]

@@ -13,13 +13,14 @@ Protocol (what every row shares):
   early stopping.
 - The model and training recipe (:func:`default_recipe`) are the same for every row; ``min_steps``
   gives tiny subsets enough optimiser steps, so their training time does not shrink below that floor,
-  and early-stopping patience is a quarter of the planned epochs when that is more (:func:`scaled_patience`).
+  and early-stopping patience spans at least ``min_steps / 2`` steps (:func:`scaled_patience`).
 - Samples are trained in ascending row order, so a subset equal to the pool trains exactly as the full row.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -63,14 +64,15 @@ def default_recipe(model: str) -> TrainConfig:
 
 
 def scaled_patience(config: TrainConfig, n: int) -> TrainConfig:
-    """The recipe for a set of ``n`` samples: patience grows to a quarter of the planned epochs.
+    """The recipe for a set of ``n`` samples: patience covers at least ``min_steps / 2`` optimiser steps.
 
     Small sets get many short epochs (``min_steps``), so a fixed patience in epochs would stop them after a
-    few dozen optimiser steps on a noisy validation plateau.
+    few dozen optimiser steps on an early validation plateau (e.g. the majority-class rate).
     """
     if not config.patience:
         return config
-    return replace(config, patience=max(config.patience, config.planned_epochs(n) // 4))
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    return replace(config, patience=max(config.patience, math.ceil(config.min_steps / 2 / steps_per_epoch)))
 
 
 def parse_ratios(ratios: Iterable[float | str] | str) -> tuple[float, ...]:

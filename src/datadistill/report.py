@@ -374,14 +374,15 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
         return written
 
 
-def render(directory: str | os.PathLike) -> Report:
-    """Re-render report.md, report.html and figures from ``directory/report.json`` (``datadistill report DIR``)."""
+def render(directory: str | os.PathLike) -> list[Path]:
+    """Re-render report.md, report.html and figures from ``directory/report.json`` (``datadistill report DIR``).
+
+    Returns the paths written.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such run directory")
-    report = Report.from_json(directory / REPORT_JSON)
-    report.render(directory)
-    return report
+    return Report.from_json(directory / REPORT_JSON).render(directory)
 
 
 def image_grid(X: np.ndarray, y: np.ndarray, classes: Sequence[str] | None = None, *, per_class: int = 10,
