@@ -222,3 +222,49 @@ def test_weights_are_used_only_when_asked(blobs, monkeypatch):
     row_w = next(r for r in weighted.rows if r["method"] == "weighted-spy")
     assert row["weighted"] is False and row_w["weighted"] is True
     assert not any(r["weighted"] for r in weighted.rows if r["method"] != "weighted-spy")
+
+
+def _synthetic_digits():
+    import datadistill
+    from datadistill.data import DistilledSet
+
+    digits = datadistill.load("digits")
+    rng = np.random.default_rng(0)
+    means = np.stack([digits.X[digits.y == c].mean(0) for c in range(10)])
+    X = np.repeat(means, 3, axis=0) + rng.normal(scale=0.5, size=(30, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(10), 3)
+    meta = {"kind": "synthetic", "method": "toy", "source_fingerprint": digits.fingerprint,
+            "timings": {"distill_seconds": 1.5}}
+    return digits, DistilledSet(X=X.astype(np.float32), y=y, classes=digits.classes, meta=meta)
+
+
+def test_synthetic_set_is_trained_with_the_same_recipe_and_drawn(monkeypatch):
+    digits, syn = _synthetic_digits()
+    report = _run(digits, methods=[], ratios=[0.05], seeds=2, distilled=[syn])
+    rows = [r for r in report.rows if r["method"] == "toy:loaded"]
+    assert [r["kind"] for r in rows] == ["synthetic", "synthetic"]
+    assert all(r["size"] == 30 and r["select_seconds"] == 1.5 for r in rows)
+    assert rows[0]["test_accuracy"] > 0.5  # class means of digits are easy to learn from
+    assert len(report.images) == 1 and np.asarray(report.images[0]["X"]).shape == (30, 8, 8)
+
+
+def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
+    import sys
+    import types
+
+    digits, syn = _synthetic_digits()
+    calls = []
+
+    def fake_protocol(dataset, distilled, *, n_models, architectures, device, seed):
+        calls.append((dataset.fingerprint, len(distilled), n_models, architectures))
+        return [{"method": distilled.method, "size": len(distilled), "seed": i, "test_accuracy": 0.5 + i / 100,
+                 "train_seconds": 1.0, "epochs": 300} for i in range(n_models)]
+
+    fake = types.ModuleType("datadistill.synth.protocol")
+    fake.evaluate_protocol = fake_protocol
+    monkeypatch.setitem(sys.modules, "datadistill.synth.protocol", fake)
+    report = _run(digits, methods=[], ratios=[0.05], seeds=2, distilled=[syn], protocol="dc")
+    assert calls == [(digits.fingerprint, 30, 5, ("convnet",))]
+    rows = [r for r in report.rows if r["method"] == "toy:loaded"]
+    assert len(rows) == 5 and {r["seed"] for r in rows} == set(range(5))
+    assert all(r["kind"] == "synthetic" and r["select_seconds"] == 1.5 for r in rows)

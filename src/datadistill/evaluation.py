@@ -345,7 +345,7 @@ def evaluate(
 
     def report() -> Report:
         rows = sorted(run.done.values(),
-                      key=lambda r: (method_order.get(r["method"], len(method_order)), r["size"], r["seed"]))
+                      key=lambda r: (method_order.get(r["method"], len(method_order)), r["method"], r["size"], r["seed"]))
         return Report(rows=rows, context=context, images=images)
 
     def finish_method() -> None:
@@ -441,9 +441,9 @@ def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray,
     if kind == "synthetic" and protocol == "dc":
         from .synth.protocol import evaluate_protocol
 
-        rows = evaluate_protocol(dataset, ds, n_models=5, architectures=("convnet",), device=device)
+        rows = evaluate_protocol(dataset, ds, n_models=5, architectures=("convnet",), device=device, seed=seed)
         for i, r in enumerate(rows):
-            r.setdefault("method", label)
+            r["method"] = label
             r.setdefault("size", len(ds))
             r.setdefault("seed", seed + i)
             r.setdefault("ratio", len(ds) / len(dataset))
