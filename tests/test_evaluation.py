@@ -132,6 +132,8 @@ def test_test_split_never_seen_in_training_validation_or_selection(blobs, monkey
     ({"ratios": "0.1,abc"}, ConfigError, "not a number"),
     ({"seeds": 0}, ConfigError, "seeds"),
     ({"protocol": "fancy"}, ConfigError, "protocol"),
+    ({"model": "convnet"}, ConfigError, "needs images"),
+    ({"method_params": {"kcenter": {}}}, ConfigError, "not among the methods"),
 ])
 def test_bad_input_is_refused_before_any_work(blobs, monkeypatch, kwargs, error, text):
     spy = _Spy(monkeypatch)

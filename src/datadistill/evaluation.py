@@ -279,6 +279,9 @@ def evaluate(
                         "split) or give x_test/y_test")
     if model not in MODELS:
         raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+    if model in ("convnet", "resnet18") and not dataset.is_image:
+        raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
+                          "Use --model mlp or logreg")
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in REGISTRY and m != "full"]
@@ -292,6 +295,9 @@ def evaluate(
     ratio_list = parse_ratios(ratios)
     seed_list = _seed_list(seeds)
     method_params = dict(method_params or {})
+    stray = sorted(set(method_params) - set(methods) - {"random"})
+    if stray:
+        raise ConfigError(f"method_params given for {', '.join(stray)}, which is not among the methods evaluated")
     cfg = train_config or default_recipe(model)
     dev = str(resolve_device(device))
     loaded = [_load_distilled(item, dataset) for item in distilled]
