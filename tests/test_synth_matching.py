@@ -187,15 +187,15 @@ def test_gradient_distance_and_vectorised_gradients(digits):
 def test_resume_equals_uninterrupted(method, digits, tmp_path):
     kw = dict(ipc=2, model_kwargs=NET, batch_real=32, random_state=3)
     if method == "dc":
-        kw.update(outer_loop=2, inner_loop=2)
-    full = get_distiller(method, iterations=6, **kw).fit(digits)
+        kw.update(outer_loop=2, inner_loop=3)
+    full = get_distiller(method, iterations=4, **kw).fit(digits)
     ckpt = tmp_path / "run.ckpt"
-    get_distiller(method, iterations=3, checkpoint=ckpt, checkpoint_every=3, **kw).fit(digits)
+    get_distiller(method, iterations=2, checkpoint=ckpt, checkpoint_every=2, **kw).fit(digits)
     assert ckpt.exists()
-    resumed = get_distiller(method, iterations=6, checkpoint=ckpt, checkpoint_every=3, **kw).fit(digits)
-    assert resumed.meta["timings"]["iterations_run"] == 3
+    resumed = get_distiller(method, iterations=4, checkpoint=ckpt, checkpoint_every=2, **kw).fit(digits)
+    assert resumed.meta["timings"]["iterations_run"] == 2
     np.testing.assert_array_equal(resumed.X, full.X)
     assert resumed.meta["curves"]["matching_loss"] == full.meta["curves"]["matching_loss"]
     other = digits.subset(np.arange(1000), name="other")
     with pytest.raises(ArtifactError, match="different data"):
-        get_distiller(method, iterations=6, checkpoint=ckpt, **kw).fit(other)
+        get_distiller(method, iterations=4, checkpoint=ckpt, **kw).fit(other)

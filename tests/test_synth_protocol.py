@@ -86,14 +86,14 @@ def test_protocol_refuses_other_data(digits, dsa_set):
 
 
 def test_saved_artifact_reproduces_accuracy_in_a_fresh_process(digits, dsa_set, tmp_path):
-    rows = evaluate_protocol(digits, dsa_set, n_models=2, epochs=8)
+    rows = evaluate_protocol(digits, dsa_set, n_models=2, epochs=5)
     path = dsa_set.save(tmp_path / "dsa-set")
     script = textwrap.dedent(f"""
         import json, torch
         torch.set_num_threads(1)
         from datadistill.data import DistilledSet, load
         from datadistill.synth import evaluate_protocol
-        rows = evaluate_protocol(load("digits"), DistilledSet.open({str(path)!r}), n_models=2, epochs=8)
+        rows = evaluate_protocol(load("digits"), DistilledSet.open({str(path)!r}), n_models=2, epochs=5)
         print(json.dumps([r["test_accuracy"] for r in rows]))
     """)
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -107,7 +107,8 @@ def evaluate_protocol(
 
     Args:
         dataset: the source data set (its test split is the test set).
-        distilled: a synthetic artifact, a selection artifact or :func:`random_real_subset`'s output.
+        distilled: a synthetic artifact, a selection artifact or :func:`random_real_subset`'s output
+            (selection weights are not applied: the protocol trains on the samples as they are).
         n_models: fresh models per architecture (the protocol asks for at least 5).
         architectures: model names; ``None``: the model the set was distilled with (``convnet`` for
             images without a recipe, ``mlp`` for tabular data). Cross-architecture: ``("convnet", "mlp",
