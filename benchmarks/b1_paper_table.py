@@ -68,6 +68,22 @@ def load_dataset(path: Path, quick: bool):
     return ds
 
 
+def import_selectors() -> dict:
+    """Import every module of ``datadistill.select`` so each selector that exists registers itself."""
+    import importlib
+    import pkgutil
+
+    from datadistill.select import REGISTRY
+
+    package = importlib.import_module("datadistill.select")
+    for info in pkgutil.iter_modules(package.__path__):
+        try:
+            importlib.import_module(f"datadistill.select.{info.name}")
+        except Exception as exc:  # noqa: BLE001 - a broken optional module only removes its methods
+            print(f"b1: datadistill.select.{info.name} does not import ({exc}); its methods are skipped", flush=True)
+    return REGISTRY
+
+
 def run_method(spec: dict) -> None:
     """Child process: evaluate one method (or only the baselines) into the shared run directory."""
     import torch
@@ -75,6 +91,7 @@ def run_method(spec: dict) -> None:
     from datadistill.evaluation import default_recipe, evaluate
 
     torch.set_num_threads(spec["threads"])
+    import_selectors()
     ds = load_dataset(Path(spec["path"]), spec["quick"])
     recipe = default_recipe(spec["model"])
     if spec.get("epochs"):
@@ -243,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python benchmarks/b1_paper_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
-    from datadistill.select import REGISTRY
-
+    REGISTRY = import_selectors()
     data_dir = Path(args.data_dir)
     path = find_dataset(data_dir, args.dataset)
     args.tag = path.stem.split("_")[0] + ("_quick" if args.quick else "")
