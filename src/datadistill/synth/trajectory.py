@@ -31,6 +31,7 @@ from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError
 from ..models import build_model
 from ..training import TrainConfig, resolve_device, train
+from .augment import DSA, strategy_for
 from .base import Context, Distiller, register
 
 MANIFEST = "manifest.json"
@@ -66,13 +67,11 @@ class FlatNetwork:
         return functional_call(self.model, (self.unflatten(flat), self.buffers), (x,))
 
 
-def make_augmentation(strategy: str):
-    """The differentiable Siamese augmentation of :mod:`datadistill.synth.augment` for ``strategy``."""
-    try:
-        from .augment import DSA
-    except ImportError as exc:  # the augmentation module is optional at import time
-        raise ConfigError(f"DSA augmentation is not available ({exc}); run without augmentation") from None
-    return DSA(strategy=strategy)
+def make_augmentation(strategy: str, input_shape: tuple[int, ...]) -> DSA:
+    """Per-sample DSA augmentation (one transformation per image) for model-space ``input_shape``."""
+    if len(input_shape) != 3:
+        raise ConfigError("DSA augmentation needs image data; run without augmentation on tabular data")
+    return DSA(strategy_for(tuple(input_shape), strategy), siamese=False)
 
 
 # --- expert buffer -------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def build_expert_buffer(
     lr: float = 0.01,
     batch_size: int = 256,
     augment: bool = False,
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+    dsa_strategy: str = "auto",
     device: str | None = "auto",
     seed: int = 0,
     progress: bool = False,
@@ -161,15 +160,18 @@ def build_expert_buffer(
         n_experts, epochs: trajectories and their length in epochs.
         model, model_kwargs: the expert architecture (the same the distiller matches through).
         lr, batch_size: the experts' plain-SGD recipe (Cazenavette et al.: lr 0.01, no momentum).
-        augment: train experts with DSA augmentation.
+        augment: train experts with (per-sample) DSA augmentation.
+        dsa_strategy: ``auto`` (all operations; no flip for one-channel images) or ``op_op_...``.
         seed: expert ``i`` is initialised and shuffled from ``seed + i``.
     """
     if n_experts < 1 or epochs < 1:
         raise ConfigError(f"an expert buffer needs n_experts >= 1 and epochs >= 1, got {n_experts} and {epochs}")
     path = Path(path)
     model_kwargs = dict(model_kwargs or {})
+    pre = Preprocessor.fit(dataset)
+    aug = make_augmentation(dsa_strategy, pre.model_shape) if augment else None
     recipe = {"optimizer": "sgd", "lr": float(lr), "momentum": 0.0, "batch_size": int(batch_size),
-              "augmentation": "dsa" if augment else None, "dsa_strategy": dsa_strategy if augment else None}
+              "augmentation": "dsa" if augment else None, "dsa": aug.to_dict() if aug is not None else None}
     if (path / MANIFEST).exists():
         buf = ExpertBuffer.open(path)
         buf.check(dataset, model, model_kwargs)
@@ -188,10 +190,8 @@ def build_expert_buffer(
                     "model_kwargs": model_kwargs, "epochs": int(epochs), "recipe": recipe, "experts": [],
                     "seconds": [], "seed": int(seed), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     dev = resolve_device(device)
-    pre = Preprocessor.fit(dataset)
     X = torch.as_tensor(pre.transform(dataset.X), device=dev)
     y = torch.as_tensor(dataset.y, device=dev)
-    aug = make_augmentation(dsa_strategy) if augment else None
     cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, optimizer="sgd", momentum=0.0)
     ep = manifest["epochs"]
     for i in range(len(manifest["experts"]), n_experts):
@@ -241,7 +241,7 @@ class TrajectoryMatching(Distiller):
         lr_syn_init: initial synthetic learning rate (learned, log-parametrised).
         lr_lr: learning rate of the (log) synthetic learning rate, SGD momentum 0.5.
         augment: DSA augmentation inside the unroll (and for expert training).
-        dsa_strategy: augmentation strategy passed to ``DSA``.
+        dsa_strategy: ``auto`` or an explicit DSA strategy (``color_crop_cutout_scale_rotate``, ...).
         memory: ``full`` (exact gradient) or ``constant`` (first-order, memory flat in ``syn_steps``).
     """
 
@@ -254,7 +254,7 @@ class TrajectoryMatching(Distiller):
                  expert_epochs: int = 2,
                  syn_steps: int = 30, max_start_epoch: int = 20, batch_syn: int | None = None,
                  lr_syn_init: float = 0.01, lr_lr: float = 1e-2, augment: bool = False,
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", memory: str = "full",
+                 dsa_strategy: str = "auto", memory: str = "full",
                  lr_images: float = 100.0, iterations: int = 5000, **kwargs):
         super().__init__(ipc, lr_images=lr_images, iterations=iterations, **kwargs)
         self.buffer = str(buffer) if buffer is not None else None
@@ -302,7 +302,7 @@ class TrajectoryMatching(Distiller):
                                 f"= {need} are needed")
         self._buffer = buf
         self._net = FlatNetwork(self.new_network(ctx, seed=0))
-        self._aug = make_augmentation(self.dsa_strategy) if self.augment else None
+        self._aug = make_augmentation(self.dsa_strategy, ctx.input_shape) if self.augment else None
         log_lr = torch.tensor(float(torch.log(torch.tensor(self.lr_syn_init))), device=ctx.device,
                               requires_grad=True)
         ctx.state["log_syn_lr"] = log_lr
@@ -382,7 +382,8 @@ class TrajectoryMatching(Distiller):
     def _training_recipe(self, ctx: Context) -> dict:
         return {"lr": float(ctx.state["log_syn_lr"].detach().exp()),
                 "augmentation": "dsa" if self.augment else None,
-                "dsa_strategy": self.dsa_strategy if self.augment else None,
+                "dsa_strategy": self._aug.strategy if self._aug is not None else None,
+                "dsa": self._aug.to_dict() if self._aug is not None else None,
                 "soft_labels": False, "epochs": 1000 if self.augment else 300,
                 "expert_buffer": str(self._buffer.path)}
 
