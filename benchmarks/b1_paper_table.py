@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="20k-row subsample, 1 seed, ratios 0.01,0.1")
     p.add_argument("--run-dir", help="where rows and the full report go (default benchmarks/results/b1_<data>_run)")
     p.add_argument("--fresh", action="store_true", help="discard an earlier run directory instead of resuming")
+    p.add_argument("--report-only", action="store_true", help="only write the results from the run directory")
     args = p.parse_args(argv)
     command = "python benchmarks/b1_paper_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device, "threads": args.threads, "epochs": args.epochs, "command": command}
     jobs = [("baselines", [], ratios)]
     jobs += [(m, [m], ratios if m in curve_methods else [0.1]) for m in methods if m != "random"]
-    for label, ms, rs in jobs:
+    for label, ms, rs in [] if args.report_only else jobs:
         if label in excluded:
             status[label] = {"status": "excluded", "seconds": 0.0, "error": "--exclude"}
             continue
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = Report.from_json(run_dir / "report.json")
     status.pop("baselines", None)
+    for label, _, _ in jobs[1:]:
+        status.setdefault(label, {"status": "excluded", "seconds": 0.0, "error": "not run (out of time budget)"})
     md, data = analyse(report, status, args, path, command)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"b1_{args.tag}.md").write_text(md)
