@@ -1,0 +1,120 @@
+"""Per-sample importance scores: one float per training sample, from a probe trained through training.py.
+
+``score(dataset, name, ...)`` is the one-line form; :data:`SCORERS` maps names to :class:`Scorer` entries
+that say which direction means "more informative".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.dataset import Dataset
+from ..errors import ConfigError
+from ..training import predict_logits
+from .forgetting import forgetting_events
+from .gradient import el2n, linear_grad_norm, model_grad_norm, network_grad_norm
+from .probe import DEFAULT_EPOCHS, model_inputs, probe_config, probe_logits, train_probe
+from .uncertainty import entropy, least_confidence, margin, softmax
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A registered score: ``fn(dataset, model, epochs, seeds, device, **kw) -> (N,)``."""
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    informative: str  # "highest" or "lowest": which end of the scale is most informative
+    summary: str
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(name: str, informative: str, summary: str):
+    """Decorator: make a scoring function available to :func:`score` by ``name``."""
+    def wrap(fn):
+        SCORERS[name] = Scorer(name, fn, informative, summary)
+        return fn
+    return wrap
+
+
+def _mean_over_probes(dataset, model, epochs, seeds, device, per_probe, **kw) -> np.ndarray:
+    return np.mean([per_probe(z) for z in probe_logits(dataset, model=model, epochs=epochs, seeds=seeds,
+                                                       device=device, **kw)], axis=0)
+
+
+@register_scorer("entropy", "highest", "predictive entropy of the probe (uncertain samples score high)")
+def _entropy(dataset, model, epochs, seeds, device, **kw):
+    return _mean_over_probes(dataset, model, epochs, seeds, device, lambda z: entropy(softmax(z)), **kw)
+
+
+@register_scorer("margin", "lowest", "top-1 minus top-2 probability (samples near a boundary score low)")
+def _margin(dataset, model, epochs, seeds, device, **kw):
+    return _mean_over_probes(dataset, model, epochs, seeds, device, lambda z: margin(softmax(z)), **kw)
+
+
+@register_scorer("least-confidence", "highest", "1 - max probability of the probe")
+def _least_confidence(dataset, model, epochs, seeds, device, **kw):
+    return _mean_over_probes(dataset, model, epochs, seeds, device, lambda z: least_confidence(softmax(z)), **kw)
+
+
+@register_scorer("el2n", "highest", "EL2N: L2 norm of softmax - onehot (hard or mislabelled samples high)")
+def _el2n(dataset, model, epochs, seeds, device, **kw):
+    return _mean_over_probes(dataset, model, epochs, seeds, device, lambda z: el2n(z, dataset.y), **kw)
+
+
+@register_scorer("gradnorm", "highest", "norm of the per-sample loss gradient w.r.t. the probe's parameters")
+def _gradnorm(dataset, model, epochs, seeds, device, *, last_layer: bool = False, chunk_size: int = 256, **kw):
+    inputs, pre = model_inputs(dataset, kw.pop("preprocessor", None))
+    out = []
+    for s in _seeds(seeds):
+        net, _ = train_probe(dataset, model=model, epochs=epochs, seed=s, device=device, preprocessor=pre,
+                             inputs=inputs, **kw)
+        out.append(model_grad_norm(net, inputs, dataset.y, last_layer=last_layer, chunk_size=chunk_size))
+    return np.mean(out, axis=0)
+
+
+@register_scorer("forgetting", "highest", "forgetting events while the probe trains (never-learned = most)")
+def _forgetting(dataset, model, epochs, seeds, device, **kw):
+    return np.mean([forgetting_events(dataset, model=model, epochs=epochs, seed=s, device=device, **kw)
+                    for s in _seeds(seeds)], axis=0)
+
+
+def _seeds(seeds) -> list[int]:
+    from .probe import _seed_list
+
+    return _seed_list(seeds)
+
+
+def score(dataset: Dataset, name: str, *, model: str = "mlp", epochs: int = DEFAULT_EPOCHS, seeds=(0,),
+          device: str | torch.device | None = "auto", **kw) -> np.ndarray:
+    """Per-sample scores (N,) of ``dataset``'s training samples, averaged over one probe per seed.
+
+    Args:
+        dataset: the training set.
+        name: a key of :data:`SCORERS` (entropy, margin, least-confidence, el2n, gradnorm, forgetting).
+        model: the probe model (logreg, mlp, convnet, resnet18).
+        epochs: probe epochs (raised on small data sets so training converges; see ``min_steps``).
+        seeds: one probe per seed; scores are averaged.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        **kw: scorer options (gradnorm: ``last_layer``, ``chunk_size``) and probe recipe
+            (``min_steps``, ``lr``, ``batch_size``, ``preprocessor``).
+    """
+    if name not in SCORERS:
+        raise ConfigError(f"unknown score '{name}'; choose one of: {', '.join(sorted(SCORERS))}")
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"score() needs a datadistill Dataset, got {type(dataset).__name__}")
+    try:
+        values = SCORERS[name].fn(dataset, model, epochs, seeds, device, **kw)
+    except TypeError as exc:
+        raise ConfigError(f"score '{name}': {exc}") from None
+    return np.asarray(values, dtype=np.float64)
+
+
+__all__ = ["SCORERS", "Scorer", "el2n", "entropy", "forgetting_events", "least_confidence", "linear_grad_norm",
+           "margin", "model_grad_norm", "network_grad_norm", "predict_logits", "probe_config", "register_scorer",
+           "score", "softmax", "train_probe"]

@@ -1,0 +1,130 @@
+"""DBSCAN-based selection: drop noise (Ester et al., KDD 1996), then keep representatives of each cluster in
+proportion to its size. ``eps`` defaults to the knee of the sorted k-distance curve (the heuristic of the
+DBSCAN paper, located as the point farthest from the chord, as in Satopää et al.'s Kneedle)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import allocate, register
+from .features import FeatureSelector
+from .kmeans import kmeans_prototypes
+
+
+def knee_eps(Z: np.ndarray, min_samples: int, *, max_points: int = 20_000, random_state: int = 0) -> float:
+    """The k-distance (k = ``min_samples``) at the knee of its sorted curve; a seeded subsample for large N."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(Z) > max_points:
+        Z = Z[np.random.default_rng(random_state).choice(len(Z), max_points, replace=False)]
+    k = min(min_samples, len(Z) - 1)
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
+    kd = np.sort(dist[:, k])
+    if kd[-1] <= kd[0]:
+        return float(kd[-1]) if kd[-1] > 0 else 1e-8
+    x = np.linspace(0.0, 1.0, len(kd))
+    y = (kd - kd[0]) / (kd[-1] - kd[0])
+    # the curve is convex and rising: the knee is where it falls farthest below the chord y = x
+    knee = int(np.argmax(x - y))
+    return float(max(kd[knee], 1e-8))
+
+
+def dbscan_labels(Z: np.ndarray, eps: float, min_samples: int, *, max_points: int = 20_000,
+                  random_state: int = 0) -> np.ndarray:
+    """DBSCAN cluster labels (-1 = noise). Above ``max_points`` samples, DBSCAN runs on a seeded subsample
+    and every other sample joins the cluster of its nearest core sample when that is within ``eps``."""
+    from sklearn.cluster import DBSCAN
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(Z) <= max_points:
+        return DBSCAN(eps=eps, min_samples=min_samples).fit_predict(Z)
+    sub = np.sort(np.random.default_rng(random_state).choice(len(Z), max_points, replace=False))
+    db = DBSCAN(eps=eps, min_samples=min_samples).fit(Z[sub])
+    labels = np.full(len(Z), -1, dtype=np.int64)
+    labels[sub] = db.labels_
+    core = sub[db.core_sample_indices_]
+    if len(core):
+        rest = np.setdiff1d(np.arange(len(Z)), sub)
+        dist, idx = NearestNeighbors(n_neighbors=1).fit(Z[core]).kneighbors(Z[rest])
+        ok = dist[:, 0] <= eps
+        labels[rest[ok]] = db.labels_[db.core_sample_indices_][idx[ok, 0]]
+    return labels
+
+
+@register
+class DBSCANSelector(FeatureSelector):
+    """DBSCAN: discard noise, then keep per-cluster representatives in proportion to cluster size.
+
+    Args (besides the feature-space ones): ``eps`` (neighbourhood radius; default: knee of the
+    k-distance curve), ``min_samples``, ``max_points`` (DBSCAN on a seeded subsample above this size).
+    Representatives are k-means prototypes inside each cluster (the member nearest the centroid when a
+    cluster gets one). ``weights_``: cluster size / representatives of that cluster. If the budget
+    exceeds the non-noise count, every non-noise sample is kept and the densest noise samples fill the
+    rest; ``noise_used_`` counts them (0 in the normal case). Fitted: ``eps_``, ``n_clusters_``, ``n_noise_``
+    (lists, one per pool).
+    """
+
+    name = "dbscan"
+    summary = "DBSCAN: drop noise, then cluster representatives in proportion to cluster size"
+    cost = "O(N log N) to O(N^2) neighbourhood queries + k-means within clusters"
+
+    def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
+                 pca=None, model="mlp", epochs=5, device="auto", eps: float | None = None, min_samples: int = 5,
+                 max_points: int = 20_000):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
+                         model=model, epochs=epochs, device=device)
+        self.eps = eps
+        self.min_samples = min_samples
+        self.max_points = max_points
+
+    def _prepare(self, dataset, rng):
+        if self.eps is not None and not self.eps > 0:
+            raise ConfigError(f"dbscan: eps must be positive, got {self.eps}")
+        if int(self.min_samples) < 1:
+            raise ConfigError(f"dbscan: min_samples must be at least 1, got {self.min_samples}")
+        super()._prepare(dataset, rng)
+        self.eps_, self.n_clusters_, self.n_noise_, self.noise_used_ = [], [], [], 0
+
+    def _select_pool(self, pool, k, rng):
+        Z = self.features_[pool]
+        seed = int(rng.integers(2**31))
+        eps = self.eps if self.eps is not None else knee_eps(Z, int(self.min_samples), max_points=self.max_points,
+                                                                  random_state=seed)
+        labels = dbscan_labels(Z, eps, int(self.min_samples), max_points=self.max_points, random_state=seed)
+        clusters = np.unique(labels[labels >= 0])
+        noise = np.flatnonzero(labels < 0)
+        self.eps_.append(float(eps))
+        self.n_clusters_.append(len(clusters))
+        self.n_noise_.append(len(noise))
+        chosen, weights = [], []
+        kept = len(Z) - len(noise)
+        if kept > 0:
+            sizes = np.array([(labels == c).sum() for c in clusters])
+            budget = allocate(sizes, min(k, kept), "proportional")
+            for c, size, kc in zip(clusters, sizes, budget):
+                if kc == 0:
+                    continue
+                members = np.flatnonzero(labels == c)
+                if kc >= size:
+                    reps = members
+                elif kc == 1:
+                    centre = Z[members].mean(axis=0)
+                    reps = members[[int(np.argmin(((Z[members] - centre) ** 2).sum(axis=1)))]]
+                else:
+                    protos, _, _ = kmeans_prototypes(Z[members], int(kc), random_state=seed, max_iter=50)
+                    reps = members[protos]
+                chosen.append(reps)
+                weights.append(np.full(len(reps), size / len(reps)))
+        extra = k - sum(len(c) for c in chosen)
+        if extra > 0:
+            # the budget exceeds the non-noise samples: fill with the densest noise points
+            from sklearn.neighbors import NearestNeighbors
+
+            kk = min(int(self.min_samples), len(Z) - 1)
+            dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(Z).kneighbors(Z[noise])
+            fill = noise[np.argsort(dist[:, kk], kind="stable")[:extra]]
+            chosen.append(fill)
+            weights.append(np.ones(len(fill)))
+            self.noise_used_ += len(fill)
+        return pool[np.concatenate(chosen)], np.concatenate(weights)

@@ -1,0 +1,98 @@
+"""Feature spaces for geometric selectors: standardised raw inputs or a probe's embedding, optional PCA."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.dataset import Dataset
+from ..errors import ConfigError
+from ..training import embed, resolve_device
+from .base import Selector
+
+FEATURE_SPACES = ("raw", "embedding")
+
+
+def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None = None, model: str = "mlp",
+                    epochs: int = 5, seed: int = 0, device: str | torch.device | None = "auto") -> np.ndarray:
+    """One float32 row per training sample: the space geometric selectors measure distances in.
+
+    Args:
+        features: "raw" (standardised, flattened inputs) or "embedding" (penultimate layer of a probe).
+        pca: reduce to this many principal components (randomised SVD) for speed; None keeps all.
+        model, epochs, device: the probe used for "embedding".
+        seed: the probe's and PCA's seed.
+    """
+    from ..scores.probe import model_inputs, train_probe
+
+    if features not in FEATURE_SPACES:
+        raise ConfigError(f"features must be one of {', '.join(FEATURE_SPACES)}, got {features!r}")
+    inputs, pre = model_inputs(dataset)
+    if features == "embedding":
+        net, _ = train_probe(dataset, model=model, epochs=epochs, seed=seed, device=device, preprocessor=pre,
+                             inputs=inputs)
+        Z = embed(net, inputs)
+    else:
+        Z = inputs.reshape(len(inputs), -1)
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    if pca is not None:
+        pca = int(pca)
+        if pca < 1:
+            raise ConfigError(f"pca must be a positive number of components, got {pca}")
+        if pca < Z.shape[1]:
+            from sklearn.decomposition import PCA
+
+            Z = PCA(n_components=pca, svd_solver="randomized", random_state=seed).fit_transform(Z)
+            Z = np.ascontiguousarray(Z, dtype=np.float32)
+    return Z
+
+
+class FeatureSelector(Selector):
+    """Base for selectors that work on a feature space (see :func:`sample_features`).
+
+    Args:
+        features: "raw" or "embedding".
+        pca: optional number of principal components.
+        model, epochs: the probe for "embedding".
+        device: "auto" (CUDA when present), "cpu" or "cuda" for the method's tensor work.
+    """
+
+    def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features: str = "raw",
+                 pca: int | None = None, model: str = "mlp", epochs: int = 5, device: str = "auto"):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state)
+        self.features = features
+        self.pca = pca
+        self.model = model
+        self.epochs = epochs
+        self.device = device
+
+    def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        self.device_ = resolve_device(self.device)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        self.features_ = sample_features(dataset, features=self.features, pca=self.pca, model=self.model,
+                                         epochs=self.epochs, seed=seed, device=self.device_)
+
+    def _tensor(self, pool: np.ndarray) -> torch.Tensor:
+        """The pool's features as a float32 tensor on the method's device."""
+        return torch.as_tensor(self.features_[pool], device=self.device_)
+
+
+def nearest(A: torch.Tensor, C: torch.Tensor, *, block: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of A, the index of its nearest row of C and the Euclidean distance.
+
+    Chunked over A so that at most ``block`` distances exist at once.
+    """
+    chunk = max(1, block // max(1, len(C)))
+    idx, dist = [], []
+    for i in range(0, len(A), chunk):
+        d = torch.cdist(A[i:i + chunk], C, compute_mode="use_mm_for_euclid_dist")
+        m = d.min(dim=1)
+        idx.append(m.indices)
+        dist.append(m.values)
+    return torch.cat(idx), torch.cat(dist)
+
+
+def voronoi_counts(A: torch.Tensor, C: torch.Tensor) -> np.ndarray:
+    """How many rows of A have each row of C as their nearest (sums to len(A))."""
+    idx, _ = nearest(A, C)
+    return np.bincount(idx.cpu().numpy(), minlength=len(C)).astype(np.float64)
