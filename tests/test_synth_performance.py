@@ -9,6 +9,7 @@ from datadistill.data.dataset import Dataset
 from datadistill.data.sources import load
 from datadistill.errors import ConfigError
 from datadistill.synth import get_distiller
+from datadistill.synth.performance import network_pool
 from datadistill.synth.protocol import evaluate_protocol, random_real_subset
 
 NET = {"width": 16, "depth": 2}
@@ -78,21 +79,22 @@ def test_krr_lowers_its_loss_and_beats_random(digits, krr_run, random_accuracy):
 
 
 def test_krr_interpolates_its_own_synthetic_set(digits):
-    d = get_distiller("krr", ipc=2, iterations=1, ridge=1e-6, **KRR)
+    d = get_distiller("krr", ipc=2, iterations=1, ridge=1e-6, n_networks=2, **KRR)
     captured = {}
     orig = d._step
 
     def step(ctx, it):
-        net = d.new_network(ctx, seed=0)
-        captured["pred"] = d.predict(ctx, net, ctx.X_syn).detach()
+        base, params = network_pool(d, ctx, it)
+        captured["pred"] = d.predict(ctx, ctx.X_syn, base, params).detach()
         captured["y"] = ctx.y_syn.clone()
         return orig(ctx, it)
 
     d._step = step
     d.fit(digits)
     onehot = torch.nn.functional.one_hot(captured["y"], 10).float()
-    # with a vanishing ridge, the kernel regressor reproduces the synthetic targets it was fitted on
-    assert torch.allclose(captured["pred"], onehot, atol=0.05)
+    # with a vanishing ridge, each network's kernel regressor reproduces the targets it was fitted on
+    assert captured["pred"].shape == (2, 20, 10)
+    assert torch.allclose(captured["pred"], onehot.expand(2, -1, -1), atol=0.05)
 
 
 def test_krr_learned_labels_are_stored_as_soft_labels(digits):

@@ -16,10 +16,20 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
 
 from ..errors import ConfigError
 from .base import Context, Distiller, register
-from .trajectory import FlatNetwork
+
+
+def network_pool(distiller: Distiller, ctx: Context, it: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """``n_networks`` freshly initialised networks of iteration ``it``: one template and their stacked parameters."""
+    nets = [distiller.new_network(ctx, seed=distiller.iteration_seed(it, 1 + k)) for k in range(distiller.n_networks)]
+    if any(True for _ in nets[0].buffers()):
+        raise ConfigError(f"{distiller.name}: networks with running statistics (norm='batchnorm') cannot be "
+                          "unrolled functionally; use norm='instancenorm' or 'none'")
+    params, _ = stack_module_state(nets)
+    return nets[0], {k: v.detach() for k, v in params.items()}
 
 
 def _real_batch(distiller: Distiller, ctx: Context, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +52,7 @@ class UnrolledMetaLearning(Distiller):
         lr_inner_init: initial inner learning rate (learned, log-parametrised, one per step).
         lr_lr: Adam learning rate of the log inner learning rates.
         batch_syn: synthetic minibatch per inner step (``None``: the whole synthetic set).
+        n_networks: freshly initialised networks unrolled together (vmap) per iteration; the loss is their mean.
         lr_images: Adam learning rate of the synthetic samples.
     """
 
@@ -50,14 +61,15 @@ class UnrolledMetaLearning(Distiller):
     needs_images = False
 
     def __init__(self, ipc: int = 10, *, inner_steps: int = 10, inner_epochs: int = 1, lr_inner_init: float = 0.02,
-                 lr_lr: float = 0.01, batch_syn: int | None = None, lr_images: float = 0.01,
-                 iterations: int = 1000, **kwargs):
+                 lr_lr: float = 0.01, batch_syn: int | None = None, n_networks: int = 1,
+                 lr_images: float = 0.01, iterations: int = 1000, **kwargs):
         super().__init__(ipc, lr_images=lr_images, iterations=iterations, **kwargs)
         self.inner_steps = inner_steps
         self.inner_epochs = inner_epochs
         self.lr_inner_init = lr_inner_init
         self.lr_lr = lr_lr
         self.batch_syn = batch_syn
+        self.n_networks = n_networks
 
     def _validate(self, dataset) -> None:
         super()._validate(dataset)
@@ -68,6 +80,8 @@ class UnrolledMetaLearning(Distiller):
             raise ConfigError(f"bptt: lr_inner_init must be > 0, got {self.lr_inner_init}")
         if self.batch_syn is not None and self.batch_syn < 1:
             raise ConfigError(f"bptt: batch_syn must be >= 1 or None, got {self.batch_syn}")
+        if self.n_networks < 1:
+            raise ConfigError(f"bptt: n_networks must be >= 1, got {self.n_networks}")
 
     def _setup(self, ctx: Context) -> None:
         log_lrs = torch.full((self.inner_steps,), math.log(self.lr_inner_init), device=ctx.device,
@@ -76,31 +90,29 @@ class UnrolledMetaLearning(Distiller):
         ctx.state["opt_images"] = torch.optim.Adam([ctx.X_syn], lr=self.lr_images)
         ctx.state["opt_lr"] = torch.optim.Adam([log_lrs], lr=self.lr_lr)
 
-    def unroll(self, ctx: Context, net: FlatNetwork, theta: torch.Tensor, gen: torch.Generator | None = None
-               ) -> torch.Tensor:
-        """Parameters after the learned inner loop on the synthetic set, differentiable in X_syn and the lrs."""
-        lrs = ctx.state["log_inner_lrs"].exp()
-        n = len(ctx.y_syn)
-        b = min(self.batch_syn or n, n)
-        for _ in range(self.inner_epochs):
-            for s in range(self.inner_steps):
-                if b < n:
-                    idx = torch.randperm(n, generator=gen)[:b].to(ctx.device)
-                    xb, yb = ctx.X_syn[idx], ctx.y_syn[idx]
-                else:
-                    xb, yb = ctx.X_syn, ctx.y_syn
-                loss = nn.functional.cross_entropy(net(theta, xb), yb)
-                grad = torch.autograd.grad(loss, theta, create_graph=True)[0]
-                theta = theta - lrs[s] * grad
-        return theta
-
     def _step(self, ctx: Context, it: int) -> float:
         gen = self.iteration_generator(it)
-        net = FlatNetwork(self.new_network(ctx, seed=self.iteration_seed(it, 1)))
-        theta = net.flatten().requires_grad_(True)
-        theta = self.unroll(ctx, net, theta, gen)
+        base, params = network_pool(self, ctx, it)
+        n = len(ctx.y_syn)
+        b = min(self.batch_syn or n, n)
+        n_steps = self.inner_steps * self.inner_epochs
+        batches = [torch.randperm(n, generator=gen)[:b].to(ctx.device) if b < n else None for _ in range(n_steps)]
         xr, yr = _real_batch(self, ctx, gen)
-        loss = nn.functional.cross_entropy(net(theta, xr), yr)
+
+        def loss_of(p, x, y):
+            return nn.functional.cross_entropy(functional_call(base, p, (x,)), y)
+
+        def unrolled_loss(p, x_syn, log_lrs):
+            # Wang et al. 2018, Alg. 1: theta_{i+1} = theta_i - eta_i * grad l(x_syn, theta_i)
+            lrs = log_lrs.exp()
+            for i, idx in enumerate(batches):
+                xb, yb = (x_syn, ctx.y_syn) if idx is None else (x_syn[idx], ctx.y_syn[idx])
+                g = grad(loss_of)(p, xb, yb)
+                p = {k: p[k] - lrs[i % self.inner_steps] * g[k] for k in p}
+            return loss_of(p, xr, yr)
+
+        # all networks of the pool unroll at once (vmap over their stacked parameters)
+        loss = vmap(unrolled_loss, in_dims=(0, None, None))(params, ctx.X_syn, ctx.state["log_inner_lrs"]).mean()
         opt_img, opt_lr = ctx.state["opt_images"], ctx.state["opt_lr"]
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
@@ -126,6 +138,7 @@ class KernelRidgeMatching(Distiller):
         lr_labels: Adam learning rate of the label logits.
         lr_images: Adam learning rate of the synthetic samples.
         amp: bfloat16 autocast for the feature extraction on CUDA (the solve stays float32).
+        n_networks: freshly initialised networks per iteration, evaluated together (vmap); loss is their mean.
     """
 
     name = "krr"
@@ -133,14 +146,15 @@ class KernelRidgeMatching(Distiller):
     needs_images = False
 
     def __init__(self, ipc: int = 10, *, ridge: float = 1e-3, loss: str = "mse", learn_labels: bool = False,
-                 lr_labels: float = 0.01, lr_images: float = 0.01, amp: bool = True, iterations: int = 1000,
-                 **kwargs):
+                 lr_labels: float = 0.01, lr_images: float = 0.01, amp: bool = True, n_networks: int = 1,
+                 iterations: int = 1000, **kwargs):
         super().__init__(ipc, lr_images=lr_images, iterations=iterations, **kwargs)
         self.ridge = ridge
         self.loss = loss
         self.learn_labels = learn_labels
         self.lr_labels = lr_labels
         self.amp = amp
+        self.n_networks = n_networks
 
     def _validate(self, dataset) -> None:
         super()._validate(dataset)
@@ -148,6 +162,8 @@ class KernelRidgeMatching(Distiller):
             raise ConfigError(f"krr: loss must be 'mse' or 'ce', got {self.loss!r}")
         if self.ridge <= 0:
             raise ConfigError(f"krr: ridge must be > 0, got {self.ridge}")
+        if self.n_networks < 1:
+            raise ConfigError(f"krr: n_networks must be >= 1, got {self.n_networks}")
 
     def _setup(self, ctx: Context) -> None:
         params = [ctx.X_syn]
@@ -163,31 +179,40 @@ class KernelRidgeMatching(Distiller):
             return torch.softmax(ctx.state["label_logits"], dim=1)
         return nn.functional.one_hot(ctx.y_syn, ctx.n_classes).float()
 
-    def _features(self, ctx: Context, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16,
-                            enabled=self.amp and ctx.device.type == "cuda"):
-            return net.features(x).float()
+    def predict(self, ctx: Context, x_real: torch.Tensor, base: nn.Module, params: dict[str, torch.Tensor]
+                ) -> torch.Tensor:
+        """Ridge predictions (n_networks, n_real, K) for ``x_real`` from the synthetic set, one per network.
 
-    def predict(self, ctx: Context, net: nn.Module, x_real: torch.Tensor) -> torch.Tensor:
-        """Ridge predictions for ``x_real`` from the synthetic set, W = phi_s^T (K_ss + lambda I)^-1 Y_s."""
-        phi_s = self._features(ctx, net, ctx.X_syn)
-        phi_r = self._features(ctx, net, x_real)
-        k_ss = phi_s @ phi_s.T
-        lam = self.ridge * k_ss.diagonal().mean().detach().clamp_min(1e-12)
-        eye = torch.eye(len(k_ss), device=k_ss.device)
-        alpha = torch.linalg.solve(k_ss + lam * eye, self._targets(ctx))
-        return (phi_r @ phi_s.T) @ alpha
+        Args:
+            base: a network of the pool (the template ``functional_call`` runs).
+            params: the pool's stacked parameters (leading axis: network).
+        """
+        body = {k[len("body."):]: v for k, v in params.items() if k.startswith("body.")}
+        targets = self._targets(ctx)
+
+        def one(p, x_syn, y_syn):
+            with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16,
+                                enabled=self.amp and ctx.device.type == "cuda"):
+                phi_s = functional_call(base.body, p, (x_syn,)).float()
+                phi_r = functional_call(base.body, p, (x_real,)).float()
+            # W = phi_s^T (K_ss + lambda I)^-1 Y_s; predictions phi_r W = K_rs (K_ss + lambda I)^-1 Y_s
+            k_ss = phi_s @ phi_s.T
+            lam = self.ridge * k_ss.diagonal().mean().detach().clamp_min(1e-12)
+            eye = torch.eye(len(k_ss), device=k_ss.device, dtype=k_ss.dtype)
+            return (phi_r @ phi_s.T) @ torch.linalg.solve(k_ss + lam * eye, y_syn)
+
+        return vmap(one, in_dims=(0, None, None))(body, ctx.X_syn, targets)
 
     def _step(self, ctx: Context, it: int) -> float:
         gen = self.iteration_generator(it)
-        net = self.new_network(ctx, seed=self.iteration_seed(it, 1))
-        net.requires_grad_(False)
+        base, params = network_pool(self, ctx, it)
         xr, yr = _real_batch(self, ctx, gen)
-        pred = self.predict(ctx, net, xr)
+        pred = self.predict(ctx, xr, base, params)
         if self.loss == "mse":
-            loss = 0.5 * (pred - nn.functional.one_hot(yr, ctx.n_classes).float()).pow(2).sum(1).mean()
+            onehot = nn.functional.one_hot(yr, ctx.n_classes).float()
+            loss = 0.5 * (pred - onehot).pow(2).sum(-1).mean()
         else:
-            loss = nn.functional.cross_entropy(pred, yr)
+            loss = nn.functional.cross_entropy(pred.flatten(0, 1), yr.repeat(len(pred)))
         opts = [ctx.state["opt_images"]] + ([ctx.state["opt_labels"]] if self.learn_labels else [])
         for o in opts:
             o.zero_grad(set_to_none=True)
