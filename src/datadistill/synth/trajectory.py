@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -251,8 +252,7 @@ class TrajectoryMatching(Distiller):
 
     def __init__(self, ipc: int = 10, *, buffer: str | os.PathLike | None = None, n_experts: int = 10,
                  expert_train_epochs: int | None = None, expert_lr: float = 0.01, expert_batch: int = 256,
-                 expert_epochs: int = 2,
-                 syn_steps: int = 30, max_start_epoch: int = 20, batch_syn: int | None = None,
+                 expert_epochs: int = 2, syn_steps: int = 30, max_start_epoch: int = 20, batch_syn: int | None = None,
                  lr_syn_init: float = 0.01, lr_lr: float = 1e-2, augment: bool = False,
                  dsa_strategy: str = "auto", memory: str = "full",
                  lr_images: float = 100.0, iterations: int = 5000, **kwargs):
@@ -303,8 +303,7 @@ class TrajectoryMatching(Distiller):
         self._buffer = buf
         self._net = FlatNetwork(self.new_network(ctx, seed=0))
         self._aug = make_augmentation(self.dsa_strategy, ctx.input_shape) if self.augment else None
-        log_lr = torch.tensor(float(torch.log(torch.tensor(self.lr_syn_init))), device=ctx.device,
-                              requires_grad=True)
+        log_lr = torch.tensor(math.log(self.lr_syn_init), device=ctx.device, requires_grad=True)
         ctx.state["log_syn_lr"] = log_lr
         ctx.state["opt_images"] = torch.optim.SGD([ctx.X_syn], lr=self.lr_images, momentum=0.5)
         ctx.state["opt_lr"] = torch.optim.SGD([log_lr], lr=self.lr_lr, momentum=0.5)
