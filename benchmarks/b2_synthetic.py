@@ -110,13 +110,15 @@ def make_set(method: str, dataset, ipc: int, args, device: str):
     return distilled, {"iterations": int(iterations), "options": {k: v for k, v in params.items() if k != "device"}}
 
 
-def run_row(method: str, ipc: int, dataset, args, device: str) -> dict:
-    from datadistill.synth import evaluate_protocol
+def run_row(method: str, ipc: int, dataset, args, device: str, grid: Path | None = None) -> dict:
+    from datadistill.synth import evaluate_protocol, image_grid
 
     t0 = time.perf_counter()
     small, info = make_set(method, dataset, ipc, args, device)
     make_seconds = time.perf_counter() - t0
     timings = small.meta.get("timings", {})
+    if grid is not None and method not in BASELINES:
+        image_grid(small, grid)
     rows = evaluate_protocol(dataset, small, n_models=args.eval_models, epochs=args.eval_epochs,
                              model_kwargs={"width": args.width}, device=device, seed=args.seed)
     accs = [100 * r["test_accuracy"] for r in rows]
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-protocol", action="store_true", help="the B2 protocol even on CPU")
     p.add_argument("--budget-minutes", type=float, default=None, help="skip rows once this much time has passed")
+    p.add_argument("--grids", action=argparse.BooleanOptionalAction, default=True,
+                   help="save an image grid of each synthetic set next to the results")
     p.add_argument("--append", action="store_true", help="add rows to an existing result file of the same name")
     p.add_argument("--out", default=None, help="result name under benchmarks/results (default b2_<device>_<data>)")
     args = p.parse_args(argv)
@@ -232,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
                 row = {"method": method, "ipc": ipc, "error": "time budget spent"}
             else:
                 try:
-                    row = run_row(method, ipc, dataset, args, str(device))
+                    grid = RESULTS / f"{name}_{method}_ipc{ipc}.png" if args.grids else None
+                    row = run_row(method, ipc, dataset, args, str(device), grid)
                 except Exception as exc:  # noqa: BLE001 - a failing method is reported as a row, not fatal
                     traceback.print_exc()
                     row = {"method": method, "ipc": ipc, "error": f"{type(exc).__name__}: {exc}"[:200]}

@@ -70,6 +70,7 @@ def image_grid(distilled: DistilledSet, path: str | os.PathLike, *, max_per_clas
                           vmin=0.0, vmax=1.0, interpolation="nearest")
             if j == 0:
                 ax.set_ylabel(str(classes[c]), rotation=0, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04)
     fig.suptitle(f"{distilled.method}: {len(y)} samples", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
