@@ -141,3 +141,16 @@ def test_bad_settings_are_refused(digits, tabular):
         get_distiller("bptt", ipc=1, inner_steps=0).fit(digits)
     with pytest.raises(ConfigError, match="loss"):
         get_distiller("krr", ipc=1, loss="hinge").fit(digits)
+
+
+def test_krr_online_pool_resumes_exactly(digits, tmp_path):
+    # the FRePo-like pool (trained online, re-initialised by age) lives in the checkpoint too
+    kw = dict(KRR, ipc=1, random_state=2, n_networks=2, online_steps=3, lr_online=0.05, learn_labels=True)
+    full = get_distiller("krr", iterations=4, **kw).fit(digits)
+    ck = tmp_path / "krr.ckpt"
+    get_distiller("krr", iterations=2, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
+    resumed = get_distiller("krr", iterations=4, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
+    np.testing.assert_allclose(resumed.X, full.X, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(resumed.soft_labels, full.soft_labels, rtol=0, atol=1e-6)
+    fresh = get_distiller("krr", iterations=4, **dict(kw, online_steps=0)).fit(digits)
+    assert np.abs(fresh.X - full.X).max() > 1e-4     # the pool, not fresh networks, drove the run

@@ -138,7 +138,11 @@ class KernelRidgeMatching(Distiller):
         lr_labels: Adam learning rate of the label logits.
         lr_images: Adam learning rate of the synthetic samples.
         amp: bfloat16 autocast for the feature extraction on CUDA (the solve stays float32).
-        n_networks: freshly initialised networks per iteration, evaluated together (vmap); loss is their mean.
+        n_networks: networks per iteration, evaluated together (vmap); the loss is their mean.
+        online_steps: 0: fresh random networks every iteration (KIP-like); > 0: a FRePo-like pool of
+            ``n_networks`` networks, each trained one SGD step per iteration on the synthetic set and
+            re-initialised after ``online_steps`` steps (ages staggered across the pool).
+        lr_online: SGD learning rate of the pool networks' online training.
     """
 
     name = "krr"
@@ -147,7 +151,7 @@ class KernelRidgeMatching(Distiller):
 
     def __init__(self, ipc: int = 10, *, ridge: float = 1e-3, loss: str = "mse", learn_labels: bool = False,
                  lr_labels: float = 0.01, lr_images: float = 0.01, amp: bool = True, n_networks: int = 1,
-                 iterations: int = 1000, **kwargs):
+                 online_steps: int = 0, lr_online: float = 0.01, iterations: int = 1000, **kwargs):
         super().__init__(ipc, lr_images=lr_images, iterations=iterations, **kwargs)
         self.ridge = ridge
         self.loss = loss
@@ -155,6 +159,8 @@ class KernelRidgeMatching(Distiller):
         self.lr_labels = lr_labels
         self.amp = amp
         self.n_networks = n_networks
+        self.online_steps = online_steps
+        self.lr_online = lr_online
 
     def _validate(self, dataset) -> None:
         super()._validate(dataset)
@@ -164,6 +170,9 @@ class KernelRidgeMatching(Distiller):
             raise ConfigError(f"krr: ridge must be > 0, got {self.ridge}")
         if self.n_networks < 1:
             raise ConfigError(f"krr: n_networks must be >= 1, got {self.n_networks}")
+        if self.online_steps < 0 or self.lr_online <= 0:
+            raise ConfigError(f"krr: online_steps must be >= 0 and lr_online > 0, got {self.online_steps}, "
+                              f"{self.lr_online}")
 
     def _setup(self, ctx: Context) -> None:
         params = [ctx.X_syn]
@@ -173,6 +182,37 @@ class KernelRidgeMatching(Distiller):
             logits = (5.0 * nn.functional.one_hot(ctx.y_syn, ctx.n_classes).float()).requires_grad_(True)
             ctx.state["label_logits"] = logits
             ctx.state["opt_labels"] = torch.optim.Adam([logits], lr=self.lr_labels)
+        if self.online_steps:
+            base, params = network_pool(self, ctx, -1)
+            self._template = base
+            for name, v in params.items():
+                ctx.state[f"pool.{name}"] = v.clone()
+            ctx.state["pool_age"] = torch.arange(self.n_networks, device=ctx.device) * self.online_steps \
+                // self.n_networks
+
+    def _pool(self, ctx: Context) -> dict[str, torch.Tensor]:
+        return {k[len("pool."):]: v for k, v in ctx.state.items() if k.startswith("pool.") and k != "pool_age"}
+
+    @torch.no_grad()
+    def _train_pool(self, ctx: Context, it: int) -> None:
+        """One SGD step of every pool network on the synthetic set; re-initialise those past ``online_steps``."""
+        base, params = self._template, self._pool(ctx)
+        x_syn, targets = ctx.X_syn.detach(), self._targets(ctx).detach()
+
+        def loss_of(p):
+            return nn.functional.cross_entropy(functional_call(base, p, (x_syn,)), targets)
+
+        with torch.enable_grad():
+            grads = vmap(grad(loss_of))(params)
+        for k, v in params.items():
+            v.sub_(self.lr_online * grads[k])
+        age = ctx.state["pool_age"]
+        age += 1
+        for j in torch.nonzero(age >= self.online_steps).flatten().tolist():
+            fresh = dict(self.new_network(ctx, seed=self.iteration_seed(it, 1000 + j)).named_parameters())
+            for k, v in params.items():
+                v[j] = fresh[k].detach()
+            age[j] = 0
 
     def _targets(self, ctx: Context) -> torch.Tensor:
         if self.learn_labels:
@@ -205,7 +245,10 @@ class KernelRidgeMatching(Distiller):
 
     def _step(self, ctx: Context, it: int) -> float:
         gen = self.iteration_generator(it)
-        base, params = network_pool(self, ctx, it)
+        if self.online_steps:
+            base, params = self._template, self._pool(ctx)
+        else:
+            base, params = network_pool(self, ctx, it)
         xr, yr = _real_batch(self, ctx, gen)
         pred = self.predict(ctx, xr, base, params)
         if self.loss == "mse":
@@ -219,6 +262,8 @@ class KernelRidgeMatching(Distiller):
         loss.backward()
         for o in opts:
             o.step()
+        if self.online_steps:
+            self._train_pool(ctx, it)
         return float(loss.detach())
 
     def _training_recipe(self, ctx: Context) -> dict:
