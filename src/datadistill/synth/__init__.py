@@ -1,20 +1,12 @@
 """Synthetic dataset distillation: learn a few samples per class that stand in for the whole set."""
 
+from . import performance, trajectory  # noqa: F401 - registers mtt, bptt, krr
 from .augment import DSA
 from .base import REGISTRY, Context, Distiller, distill, get_distiller, register
 from .distribution import DistributionMatching, MultiLayerDistributionMatching
 from .figures import image_grid
 from .gradient import DifferentiableSiameseAugmentation, GradientMatching
 from .protocol import evaluate_protocol, random_real_subset
-
-try:  # trajectory and performance matching live in their own modules
-    from . import trajectory  # noqa: F401
-except ImportError:
-    pass
-try:
-    from . import performance  # noqa: F401
-except ImportError:
-    pass
 
 __all__ = ["DSA", "REGISTRY", "Context", "DifferentiableSiameseAugmentation", "Distiller", "DistributionMatching",
            "GradientMatching", "MultiLayerDistributionMatching", "distill", "evaluate_protocol", "get_distiller",
