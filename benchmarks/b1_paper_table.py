@@ -161,7 +161,10 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
         f"- command: `{command}`",
         "- protocol notes: ratio = fraction of the training pool; the full row trains on the whole pool; "
         "validation rows (early stopping) never enter a training set; the test split is used only to score. "
-        "Small sets get at least 200 optimiser steps (min_steps), so their training time has a floor.",
+        "Small sets get at least 200 optimiser steps (min_steps), so their training time has a floor. "
+        "Training seconds include the per-epoch validation pass used for early stopping (a fixed cost per "
+        "epoch, so small sets pay relatively more of it). The machine was shared with other jobs while this "
+        "ran, so absolute seconds drift; compare ratios within this table.",
         "",
         "## Every method at 10%",
         "",
