@@ -14,7 +14,8 @@ FEATURE_SPACES = ("raw", "embedding")
 
 
 def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None = None, model: str = "mlp",
-                    epochs: int = 5, seed: int = 0, device: str | torch.device | None = "auto") -> np.ndarray:
+                    epochs: int = 5, seed: int = 0, device: str | torch.device | None = "auto",
+                    probe_params: dict | None = None) -> np.ndarray:
     """One float32 row per training sample: the space geometric selectors measure distances in.
 
     Args:
@@ -22,6 +23,7 @@ def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None 
         pca: reduce to this many principal components (randomised SVD) for speed; None keeps all.
         model, epochs, device: the probe used for "embedding".
         seed: the probe's and PCA's seed.
+        probe_params: extra probe recipe options (``min_steps``, ``lr``, ``batch_size``).
     """
     from ..scores.probe import model_inputs, train_probe
 
@@ -30,7 +32,7 @@ def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None 
     inputs, pre = model_inputs(dataset)
     if features == "embedding":
         net, _ = train_probe(dataset, model=model, epochs=epochs, seed=seed, device=device, preprocessor=pre,
-                             inputs=inputs)
+                             inputs=inputs, **(probe_params or {}))
         Z = embed(net, inputs)
     else:
         Z = inputs.reshape(len(inputs), -1)
@@ -53,24 +55,27 @@ class FeatureSelector(Selector):
     Args:
         features: "raw" or "embedding".
         pca: optional number of principal components.
-        model, epochs: the probe for "embedding".
+        model, epochs: the probe for "embedding"; probe_params: its recipe options (``min_steps``, ``lr``).
         device: "auto" (CUDA when present), "cpu" or "cuda" for the method's tensor work.
     """
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features: str = "raw",
-                 pca: int | None = None, model: str = "mlp", epochs: int = 5, device: str = "auto"):
+                 pca: int | None = None, model: str = "mlp", epochs: int = 5, device: str = "auto",
+                 probe_params: dict | None = None):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state)
         self.features = features
         self.pca = pca
         self.model = model
         self.epochs = epochs
         self.device = device
+        self.probe_params = probe_params
 
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         self.device_ = resolve_device(self.device)
         seed = 0 if self.random_state is None else int(self.random_state)
         self.features_ = sample_features(dataset, features=self.features, pca=self.pca, model=self.model,
-                                         epochs=self.epochs, seed=seed, device=self.device_)
+                                         epochs=self.epochs, seed=seed, device=self.device_,
+                                         probe_params=self.probe_params)
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:
         """The pool's features as a float32 tensor on the method's device."""

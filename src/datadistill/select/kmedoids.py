@@ -1,10 +1,11 @@
 """k-medoids: choose k real samples minimising the sum of distances from every sample to its nearest one.
 
-Initialisation: greedy k-medoids++ (D-sampling with several trials per step, keeping the trial that lowers
+Initialisation: PAM's greedy BUILD when the distance matrix is stored, and greedy k-medoids++ (D-sampling with several trials per step, keeping the trial that lowers
 the objective most; Arthur & Vassilvitskii 2007). Improvement: eager swaps as in FasterPAM (Schubert &
 Rousseeuw, "Fast and eager k-medoids clustering", 2021): for a candidate c, the change of swapping out
 medoid i is shared(c) + per_i(c), computed for all i at once from each sample's nearest and second-nearest
-medoid distances, and the first improving swap is applied at once.
+medoid distances, and the first improving swap is applied at once. Small pools (matrix stored) run ``n_init``
+local searches (BUILD first, then k-medoids++ seedings) and keep the best.
 
 Two regimes: pools of at most ``max_matrix`` samples use the full dissimilarity matrix (N^2 floats of
 memory, e.g. 576 MB at 12,000) and swap over every sample; larger pools use alternating (Voronoi)
@@ -88,6 +89,34 @@ def kmedoids_pp(dist: _Distances, k: int, rng: np.random.Generator) -> torch.Ten
         dn = torch.minimum(dn, R[b])
         dn[int(cands[b])] = 0.0
     return torch.as_tensor(medoids, device=dist.X.device)
+
+
+def greedy_build(D: torch.Tensor, k: int) -> torch.Tensor:
+    """PAM's BUILD (Kaufman & Rousseeuw 1990) on a stored distance matrix: add, k times, the sample that lowers
+    the objective most. Gains are updated only through the samples whose nearest distance changed."""
+    n = len(D)
+    first = int(torch.argmin(D.double().sum(dim=1)))
+    medoids = [first]
+    dn = D[first].clone()
+    gain = torch.zeros(n, dtype=torch.float64, device=D.device)
+    step = max(1, (1 << 24) // n)
+    for i in range(0, n, step):
+        gain[i:i + step] = (dn - D[i:i + step]).clamp(min=0).double().sum(dim=1)
+    taken = torch.zeros(n, dtype=torch.bool, device=D.device)
+    taken[first] = True
+    for _ in range(1, k):
+        c = int(torch.argmax(gain.masked_fill(taken, -1.0)))
+        medoids.append(c)
+        taken[c] = True
+        new = torch.minimum(dn, D[c])
+        changed = torch.nonzero(new < dn).squeeze(1)
+        if len(changed):
+            cols = D[changed]  # symmetric: rows of the changed samples = their columns
+            old_part = (dn[changed, None] - cols).clamp(min=0)
+            new_part = (new[changed, None] - cols).clamp(min=0)
+            gain -= (old_part - new_part).double().sum(dim=0)
+        dn = new
+    return torch.as_tensor(medoids, device=D.device)
 
 
 def voronoi_iteration(dist: _Distances, medoids: torch.Tensor, rng: np.random.Generator, *, max_iter: int = 10,
@@ -196,15 +225,16 @@ def kmedoids(X: torch.Tensor, k: int, rng: np.random.Generator, *, max_matrix: i
         max_matrix: largest N for which the N x N distance matrix is stored and every sample is a swap candidate.
         max_passes: cap on full passes of eager swaps.
         swap_candidates: candidates for the swap stage of large pools (seeded subsample).
-        n_init: independent seedings (each followed by swaps) when the matrix is stored; the best is kept.
+        n_init: local searches when the matrix is stored (the first seeded by greedy BUILD, the others by
+            k-medoids++), each followed by swaps; the best is kept.
     """
     n = len(X)
     stored = n <= max_matrix
     dist = _Distances(X, stored)
     everyone = torch.arange(n, device=X.device)
     best = (math.inf, None)
-    for _ in range(max(1, int(n_init)) if stored else 1):
-        medoids = kmedoids_pp(dist, k, rng)
+    for run in range(max(1, int(n_init)) if stored else 1):
+        medoids = greedy_build(dist.D, k) if stored and run == 0 else kmedoids_pp(dist, k, rng)
         if stored:
             candidates = torch.as_tensor(rng.permutation(n), device=X.device)
             passes = max_passes
@@ -229,7 +259,7 @@ class KMedoidsSelector(FeatureSelector):
 
     Args (besides the feature-space ones): ``max_matrix`` (largest pool that stores its N x N distance
     matrix), ``max_passes`` (swap passes), ``swap_candidates`` (swap-stage candidates for larger pools), ``n_init`` (seedings tried when
-    the matrix is stored; the best is kept).
+    the matrix is stored: BUILD, then k-medoids++; the best is kept).
     ``weights_`` are cluster sizes; ``objective_`` the summed distance of each pool.
     """
 
@@ -238,10 +268,10 @@ class KMedoidsSelector(FeatureSelector):
     cost = "O(N^2·d) time and O(N^2) memory per pool up to max_matrix; O(N·k·d) per iteration beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", max_matrix: int = 12_000, max_passes: int = 100,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, max_matrix: int = 12_000, max_passes: int = 100,
                  swap_candidates: int = 2000, n_init: int = 3):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params)
         self.max_matrix = max_matrix
         self.max_passes = max_passes
         self.swap_candidates = swap_candidates

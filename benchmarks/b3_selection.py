@@ -1,0 +1,158 @@
+"""B3: selection speed and scale on MNIST (PCA 64): k-medoids vs FasterPAM, k-center greedy vs a plain NumPy
+k-center, full-MNIST selection through the public API, facility location time vs N.
+
+Run from the repository root:  python benchmarks/b3_selection.py [--data-dir ../shared/data] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "load_average": os.getloadavg()}
+
+
+def numpy_kcenter(X: np.ndarray, k: int, first: int = 0) -> float:
+    """The plain NumPy k-center greedy baseline (full distance update per centre)."""
+    mind = np.full(len(X), np.inf, dtype=np.float32)
+    c = first
+    for _ in range(k):
+        mind = np.minimum(mind, ((X - X[c]) ** 2).sum(axis=1))
+        c = int(np.argmax(mind))
+    return float(np.sqrt(mind.max()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a busy 2-core machine more threads only contend)")
+    args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    import kmedoids as fasterpam_pkg
+    from sklearn.decomposition import PCA
+
+    from datadistill.data.sources import load_npz
+    from datadistill.select import select
+    from datadistill.select.facility_location import facility_location_greedy, knn_similarity
+    from datadistill.select.kcenter import kcenter_greedy
+    from datadistill.select.kmedoids import kmedoids
+    from datadistill.training import resolve_device
+
+    dev = resolve_device(args.device)
+    mnist = load_npz(Path(args.data_dir) / "mnist.npz")
+    X = mnist.X.reshape(len(mnist), -1).astype(np.float32) / 255.0
+    t = time.perf_counter()
+    Z = PCA(64, svd_solver="randomized", random_state=0).fit_transform(X).astype(np.float32)
+    pca_s = time.perf_counter() - t
+    rows: list[dict] = []
+
+    def add(**row):
+        rows.append(row)
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    # k-medoids vs FasterPAM (same data, same distance matrix; FasterPAM's time excludes building it)
+    for n in ((1000, 2000) if args.quick else (2000, 5000)):
+        k = n // 10
+        Zn = torch.as_tensor(Z[:n], device=dev)
+        t = time.perf_counter()
+        _, _, ours = kmedoids(Zn, k, np.random.default_rng(0))
+        ours_s = time.perf_counter() - t
+        D = torch.cdist(torch.as_tensor(Z[:n]).double(), torch.as_tensor(Z[:n]).double()).numpy()
+        for init in ("random", "build"):
+            t = time.perf_counter()
+            ref = fasterpam_pkg.fasterpam(D, k, init=init, random_state=0, n_cpu=1)
+            ref_s = time.perf_counter() - t
+            add(bench="kmedoids", n=n, k=k, fasterpam_init=init, ours_objective=ours, fasterpam_objective=float(ref.loss),
+                objective_ratio=ours / float(ref.loss), ours_s=ours_s, fasterpam_s=ref_s)
+
+    # k-center greedy at N = 60,000, k = 6,000 (d = 64) vs plain NumPy
+    n_kc, k_kc = (20_000, 2_000) if args.quick else (60_000, 6_000)
+    Zt = torch.as_tensor(Z[:n_kc], device=dev)
+    t = time.perf_counter()
+    _, _, r_ours = kcenter_greedy(Zt, k_kc, first=0)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    ours_s = time.perf_counter() - t
+    t = time.perf_counter()
+    r_np = numpy_kcenter(Z[:n_kc], k_kc, first=0)
+    np_s = time.perf_counter() - t
+    add(bench="kcenter", n=n_kc, k=k_kc, ours_s=ours_s, numpy_s=np_s, speedup=np_s / ours_s, ours_radius=r_ours,
+        numpy_radius=r_np)
+
+    # the public API on full MNIST at ratio 0.1 (per-class budgets)
+    full = mnist if not args.quick else mnist.subset(np.arange(20_000))
+    for method, params in (("kcenter", {"pca": 64}), ("kcenter", {}), ("entropy", {"model": "mlp", "epochs": 5}),
+                           ("gradnorm", {"model": "mlp", "epochs": 5, "score_params": {"last_layer": True}})):
+        t = time.perf_counter()
+        out = select(full, method, ratio=0.1, device=str(dev), **params)
+        add(bench="api", method=method, params=json.dumps(params), n=len(full), selected=len(out.y),
+            seconds=time.perf_counter() - t)
+
+    # facility location (kNN-sparse, lazy greedy) time vs N, k = N / 10
+    for n in ((2000, 5000, 10_000) if args.quick else (5000, 10_000, 20_000, 60_000)):
+        t = time.perf_counter()
+        W = knn_similarity(Z[:n], 20)
+        graph_s = time.perf_counter() - t
+        t = time.perf_counter()
+        _, gains, _ = facility_location_greedy(W, n // 10, np.random.default_rng(0))
+        greedy_s = time.perf_counter() - t
+        add(bench="facility-location", n=n, k=n // 10, knn_graph_s=graph_s, greedy_s=greedy_s,
+            total_s=graph_s + greedy_s, objective=float(gains.sum()))
+
+    meta = {"benchmark": "B3 selection speed and scale", "data": "MNIST train (60,000 x 784), pixels / 255, PCA 64",
+            "pca_seconds": pca_s, "device": str(dev), "machine": machine(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["python", *sys.argv])}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "b3_selection_quick" if args.quick else "b3_selection"
+    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# B3: selection speed and scale ({meta['date']})", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, "
+             f"torch {meta['machine']['torch']}, numpy {meta['machine']['numpy']}, device {meta['device']}, "
+             f"load average at the end {tuple(round(x, 1) for x in meta['machine']['load_average'])}  ",
+             f"Data: {meta['data']} (PCA took {pca_s:.1f} s)", ""]
+    for bench in dict.fromkeys(r["bench"] for r in rows):
+        part = [r for r in rows if r["bench"] == bench]
+        keys = [k for k in part[0] if k != "bench"]
+        lines += [f"## {bench}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for r in part:
+            lines.append("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+        lines.append("")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines))
+    print(f"wrote {out_dir / stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
