@@ -45,7 +45,8 @@ class AgglomerativeSelector(FeatureSelector):
     cost = "O(N^2) time and memory up to max_ward samples; k-means pre-clustering beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, max_ward: int = 8_000):
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 max_ward: int = 8_000):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params)
         self.max_ward = max_ward

@@ -70,7 +70,8 @@ class DBSCANSelector(FeatureSelector):
     cost = "O(N log N) to O(N^2) neighbourhood queries + k-means within clusters"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, eps: float | None = None, min_samples: int = 5,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 eps: float | None = None, min_samples: int = 5,
                  max_points: int = 20_000):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params)

@@ -80,7 +80,8 @@ class HerdingSelector(FeatureSelector):
     cost = "O(N·k·d) time, O(N·d) memory"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, kernel: str = "linear",
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 kernel: str = "linear",
                  gamma: float | None = None):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params)

@@ -66,7 +66,8 @@ class KMeansSelector(FeatureSelector):
     cost = "O(N·k·d) per Lloyd iteration (mini-batches for large pools)"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, minibatch_above: int = 2_000_000,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 minibatch_above: int = 2_000_000,
                  max_iter: int = 100):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params)

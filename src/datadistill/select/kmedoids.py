@@ -1,7 +1,7 @@
 """k-medoids: choose k real samples minimising the sum of distances from every sample to its nearest one.
 
-Initialisation: PAM's greedy BUILD when the distance matrix is stored, and greedy k-medoids++ (D-sampling with several trials per step, keeping the trial that lowers
-the objective most; Arthur & Vassilvitskii 2007). Improvement: eager swaps as in FasterPAM (Schubert &
+Initialisation: PAM's greedy BUILD when the distance matrix is stored, and greedy k-medoids++ (D-sampling
+with several trials per step, keeping the trial that lowers the objective most; Arthur & Vassilvitskii 2007). Improvement: eager swaps as in FasterPAM (Schubert &
 Rousseeuw, "Fast and eager k-medoids clustering", 2021): for a candidate c, the change of swapping out
 medoid i is shared(c) + per_i(c), computed for all i at once from each sample's nearest and second-nearest
 medoid distances, and the first improving swap is applied at once. Small pools (matrix stored) run ``n_init``
@@ -258,8 +258,8 @@ class KMedoidsSelector(FeatureSelector):
     """k-medoids: the k real samples with the least total distance from every sample to its nearest one.
 
     Args (besides the feature-space ones): ``max_matrix`` (largest pool that stores its N x N distance
-    matrix), ``max_passes`` (swap passes), ``swap_candidates`` (swap-stage candidates for larger pools), ``n_init`` (seedings tried when
-    the matrix is stored: BUILD, then k-medoids++; the best is kept).
+    matrix), ``max_passes`` (swap passes), ``swap_candidates`` (swap-stage candidates for larger pools),
+    ``n_init`` (seedings tried when the matrix is stored: BUILD, then k-medoids++; the best is kept).
     ``weights_`` are cluster sizes; ``objective_`` the summed distance of each pool.
     """
 
@@ -268,7 +268,8 @@ class KMedoidsSelector(FeatureSelector):
     cost = "O(N^2·d) time and O(N^2) memory per pool up to max_matrix; O(N·k·d) per iteration beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, max_matrix: int = 12_000, max_passes: int = 100,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 max_matrix: int = 12_000, max_passes: int = 100,
                  swap_candidates: int = 2000, n_init: int = 3):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params)
