@@ -37,6 +37,16 @@ def blobs() -> Dataset:
     return Dataset.create(X[:600], y[:600], test=(X[600:], y[600:]), name="blobs3")
 
 
+@pytest.fixture(scope="module")
+def blobs3d() -> Dataset:
+    """Three features: no 2-D scatter to draw, so run directories render quickly."""
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=600, n_features=3, centers=3, cluster_std=1.0, random_state=4)
+    X = X.astype(np.float32)
+    return Dataset.create(X[:400], y[:400], test=(X[400:], y[400:]), name="blobs3d")
+
+
 def _run(ds, **kw):
     kw.setdefault("model", "logreg")
     kw.setdefault("train_config", TINY)
@@ -153,7 +163,8 @@ def test_data_without_test_split_is_refused(blobs):
         _run(no_test)
 
 
-def test_existing_out_dir_is_refused_and_interrupted_run_resumes(blobs, tmp_path, monkeypatch):
+def test_existing_out_dir_is_refused_and_interrupted_run_resumes(blobs3d, tmp_path, monkeypatch):
+    blobs = blobs3d
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
