@@ -14,10 +14,9 @@ import torch
 
 from ..data.dataset import Dataset
 from ..errors import ConfigError
-from ..training import predict_logits
 from .forgetting import forgetting_events
 from .gradient import el2n, linear_grad_norm, model_grad_norm, network_grad_norm
-from .probe import DEFAULT_EPOCHS, model_inputs, probe_config, probe_logits, train_probe
+from .probe import DEFAULT_EPOCHS, _seed_list, model_inputs, probe_config, probe_logits, train_probe
 from .uncertainty import entropy, least_confidence, margin, softmax
 
 
@@ -71,7 +70,7 @@ def _el2n(dataset, model, epochs, seeds, device, **kw):
 def _gradnorm(dataset, model, epochs, seeds, device, *, last_layer: bool = False, chunk_size: int = 256, **kw):
     inputs, pre = model_inputs(dataset, kw.pop("preprocessor", None))
     out = []
-    for s in _seeds(seeds):
+    for s in _seed_list(seeds):
         net, _ = train_probe(dataset, model=model, epochs=epochs, seed=s, device=device, preprocessor=pre,
                              inputs=inputs, **kw)
         out.append(model_grad_norm(net, inputs, dataset.y, last_layer=last_layer, chunk_size=chunk_size))
@@ -81,13 +80,7 @@ def _gradnorm(dataset, model, epochs, seeds, device, *, last_layer: bool = False
 @register_scorer("forgetting", "highest", "forgetting events while the probe trains (never-learned = most)")
 def _forgetting(dataset, model, epochs, seeds, device, **kw):
     return np.mean([forgetting_events(dataset, model=model, epochs=epochs, seed=s, device=device, **kw)
-                    for s in _seeds(seeds)], axis=0)
-
-
-def _seeds(seeds) -> list[int]:
-    from .probe import _seed_list
-
-    return _seed_list(seeds)
+                    for s in _seed_list(seeds)], axis=0)
 
 
 def score(dataset: Dataset, name: str, *, model: str = "mlp", epochs: int = DEFAULT_EPOCHS, seeds=(0,),
@@ -116,5 +109,5 @@ def score(dataset: Dataset, name: str, *, model: str = "mlp", epochs: int = DEFA
 
 
 __all__ = ["SCORERS", "Scorer", "el2n", "entropy", "forgetting_events", "least_confidence", "linear_grad_norm",
-           "margin", "model_grad_norm", "network_grad_norm", "predict_logits", "probe_config", "register_scorer",
+           "margin", "model_grad_norm", "network_grad_norm", "probe_config", "register_scorer",
            "score", "softmax", "train_probe"]
