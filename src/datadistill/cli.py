@@ -210,6 +210,9 @@ def cmd_distill(args) -> int:
         value = getattr(args, key)
         if value is not None:
             params[key] = value
+    model_kwargs = {k: getattr(args, k) for k in ("width", "depth") if getattr(args, k) is not None}
+    if model_kwargs:
+        params["model_kwargs"] = model_kwargs
     distiller = get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
                               progress=True, **params)
     result = distiller.fit(dataset)
@@ -286,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=int, default=10, help="synthetic samples per class (default 10)")
     p.add_argument("--iterations", type=int, help="outer iterations (default: the method's own)")
     p.add_argument("--model", help="network to match through: convnet (images, default) or mlp (tabular)")
+    p.add_argument("--width", type=int, help="ConvNet channels (default 128)")
+    p.add_argument("--depth", type=int, help="ConvNet blocks (default 3)")
     p.add_argument("--init", choices=["real", "noise"], help="start from real samples (default) or noise")
     p.add_argument("--lr-images", type=float, help="learning rate of the synthetic samples")
     p.add_argument("--batch-real", type=int, help="real samples per class per iteration")

@@ -123,6 +123,8 @@ class Distiller:
             if klass is object:
                 continue
             for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    continue
                 if p.name not in ("self", "progress", "checkpoint", "checkpoint_every") and p.name not in names:
                     names.append(p.name)
         out = {}
