@@ -221,7 +221,7 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
                      f"speedup. Methods meeting the whole target: {', '.join(winners) if winners else 'none'}.")
     lines += ["", "## Methods run and left out", ""]
     for m, st in status.items():
-        note = {"ok": "finished", "timeout": "stopped: " + st["error"], "error": "failed: " + st["error"],
+        note = {"ok": "finished", "timeout": "stopped (" + st["error"] + "); rows it finished before are in the tables", "error": "failed: " + st["error"],
                 "excluded": "left out: " + st["error"]}[st["status"]]
         lines.append(f"- {m}: {note} ({st['seconds']:.0f} s wall)")
     md = "\n".join(lines) + "\n"
@@ -233,11 +233,11 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
 
 
 def _table(rows: list[dict]) -> str:
-    out = ["| method | size | ratio | test accuracy % | drop (points) | train s | train speedup | select s | "
-           "total speedup |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| method | size | ratio | seeds | test accuracy % | drop (points) | train s | train speedup | select s | "
+           "total speedup |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in rows:
         drop = "—" if a["method"] == "full" else f"{a['accuracy_drop']:+.2f}"
-        out.append(f"| {a['method']} | {a['size']:,} | {a['ratio']:.3g} | {_pct(a['accuracy_mean'])} ± "
+        out.append(f"| {a['method']} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | {_pct(a['accuracy_mean'])} ± "
                    f"{_pct(a['accuracy_std'])} | {drop} | {a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f} | "
                    f"{a['train_speedup']:.1f}x | {a['select_seconds_mean']:.2f} | {a['total_speedup']:.1f}x |")
     return "\n".join(out)
