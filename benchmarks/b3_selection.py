@@ -80,8 +80,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a busy 2-core machine more threads only contend)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the saved JSON")
+    ap.add_argument("--methods", nargs="*", default=None,
+                    help="instead: time select(mnist, METHOD, ratio=0.1, pca=64) for each named geometric method")
     args = ap.parse_args(argv)
     stem = "b3_selection_quick" if args.quick else "b3_selection"
+    if args.methods is not None:
+        stem = "b3_selection_methods"
     out_dir = Path(args.out)
     if args.render_only:
         saved = json.loads((out_dir / f"{stem}.json").read_text())
@@ -89,6 +93,9 @@ def main(argv=None) -> int:
         return 0
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)  # scikit-learn / BLAS thread pools too
 
     import kmedoids as fasterpam_pkg
     from sklearn.decomposition import PCA
@@ -112,55 +119,62 @@ def main(argv=None) -> int:
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
-    # k-medoids vs FasterPAM (same data, same distance matrix; FasterPAM's time excludes building it)
-    for n in ((1000, 2000) if args.quick else (2000, 5000)):
-        k = n // 10
-        Zn = torch.as_tensor(Z[:n], device=dev)
+    for method in args.methods or []:
         t = time.perf_counter()
-        _, _, ours = kmedoids(Zn, k, np.random.default_rng(0))
-        ours_s = time.perf_counter() - t
-        D = torch.cdist(torch.as_tensor(Z[:n]).double(), torch.as_tensor(Z[:n]).double()).numpy()
-        # FasterPAM's BUILD seeding is O(k·N^2): 8 s at N = 2,000 but 283 s at N = 5,000 here, so only the first
-        for init in ("random", "build") if n <= 2000 else ("random",):
-            t = time.perf_counter()
-            ref = fasterpam_pkg.fasterpam(D, k, init=init, random_state=0, n_cpu=1)
-            ref_s = time.perf_counter() - t
-            add(bench="kmedoids", n=n, k=k, fasterpam_init=init, ours_objective=ours, fasterpam_objective=float(ref.loss),
-                objective_ratio=ours / float(ref.loss), ours_s=ours_s, fasterpam_s=ref_s)
-
-    # k-center greedy at N = 60,000, k = 6,000 (d = 64) vs plain NumPy
-    n_kc, k_kc = (20_000, 2_000) if args.quick else (60_000, 6_000)
-    Zt = torch.as_tensor(Z[:n_kc], device=dev)
-    t = time.perf_counter()
-    _, _, r_ours = kcenter_greedy(Zt, k_kc, first=0)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    ours_s = time.perf_counter() - t
-    t = time.perf_counter()
-    r_np = numpy_kcenter(Z[:n_kc], k_kc, first=0)
-    np_s = time.perf_counter() - t
-    add(bench="kcenter", n=n_kc, k=k_kc, ours_s=ours_s, numpy_s=np_s, speedup=np_s / ours_s, ours_radius=r_ours,
-        numpy_radius=r_np)
-
-    # the public API on full MNIST at ratio 0.1 (per-class budgets)
-    full = mnist if not args.quick else mnist.subset(np.arange(20_000))
-    for method, params in (("kcenter", {"pca": 64}), ("kcenter", {}), ("entropy", {"model": "mlp", "epochs": 5}),
-                           ("gradnorm", {"model": "mlp", "epochs": 5, "score_params": {"last_layer": True}})):
-        t = time.perf_counter()
-        out = select(full, method, ratio=0.1, device=str(dev), **params)
-        add(bench="api", method=method, params=json.dumps(params), n=len(full), selected=len(out.y),
+        out = select(mnist, method, ratio=0.1, pca=64, device=str(dev))
+        add(bench="methods", method=method, n=len(mnist), selected=len(out.y), weights_sum=float(out.weights.sum()),
             seconds=time.perf_counter() - t)
 
-    # facility location (kNN-sparse, lazy greedy) time vs N, k = N / 10
-    for n in ((2000, 5000, 10_000) if args.quick else (5000, 10_000, 20_000, 60_000)):
+    if args.methods is None:
+        # k-medoids vs FasterPAM (same data, same distance matrix; FasterPAM's time excludes building it)
+        for n in ((1000, 2000) if args.quick else (2000, 5000)):
+            k = n // 10
+            Zn = torch.as_tensor(Z[:n], device=dev)
+            t = time.perf_counter()
+            _, _, ours = kmedoids(Zn, k, np.random.default_rng(0))
+            ours_s = time.perf_counter() - t
+            D = torch.cdist(torch.as_tensor(Z[:n]).double(), torch.as_tensor(Z[:n]).double()).numpy()
+            # FasterPAM's BUILD seeding is O(k·N^2): 8 s at N = 2,000 but 283 s at N = 5,000 here, so only the first
+            for init in ("random", "build") if n <= 2000 else ("random",):
+                t = time.perf_counter()
+                ref = fasterpam_pkg.fasterpam(D, k, init=init, random_state=0, n_cpu=1)
+                ref_s = time.perf_counter() - t
+                add(bench="kmedoids", n=n, k=k, fasterpam_init=init, ours_objective=ours, fasterpam_objective=float(ref.loss),
+                    objective_ratio=ours / float(ref.loss), ours_s=ours_s, fasterpam_s=ref_s)
+
+        # k-center greedy at N = 60,000, k = 6,000 (d = 64) vs plain NumPy
+        n_kc, k_kc = (20_000, 2_000) if args.quick else (60_000, 6_000)
+        Zt = torch.as_tensor(Z[:n_kc], device=dev)
         t = time.perf_counter()
-        W = knn_similarity(Z[:n], 20)
-        graph_s = time.perf_counter() - t
+        _, _, r_ours = kcenter_greedy(Zt, k_kc, first=0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ours_s = time.perf_counter() - t
         t = time.perf_counter()
-        _, gains, _ = facility_location_greedy(W, n // 10, np.random.default_rng(0))
-        greedy_s = time.perf_counter() - t
-        add(bench="facility-location", n=n, k=n // 10, knn_graph_s=graph_s, greedy_s=greedy_s,
-            total_s=graph_s + greedy_s, objective=float(gains.sum()))
+        r_np = numpy_kcenter(Z[:n_kc], k_kc, first=0)
+        np_s = time.perf_counter() - t
+        add(bench="kcenter", n=n_kc, k=k_kc, ours_s=ours_s, numpy_s=np_s, speedup=np_s / ours_s, ours_radius=r_ours,
+            numpy_radius=r_np)
+
+        # the public API on full MNIST at ratio 0.1 (per-class budgets)
+        full = mnist if not args.quick else mnist.subset(np.arange(20_000))
+        for method, params in (("kcenter", {"pca": 64}), ("kcenter", {}), ("entropy", {"model": "mlp", "epochs": 5}),
+                               ("gradnorm", {"model": "mlp", "epochs": 5, "score_params": {"last_layer": True}})):
+            t = time.perf_counter()
+            out = select(full, method, ratio=0.1, device=str(dev), **params)
+            add(bench="api", method=method, params=json.dumps(params), n=len(full), selected=len(out.y),
+                seconds=time.perf_counter() - t)
+
+        # facility location (kNN-sparse, lazy greedy) time vs N, k = N / 10
+        for n in ((2000, 5000, 10_000) if args.quick else (5000, 10_000, 20_000, 60_000)):
+            t = time.perf_counter()
+            W = knn_similarity(Z[:n], 20)
+            graph_s = time.perf_counter() - t
+            t = time.perf_counter()
+            _, gains, _ = facility_location_greedy(W, n // 10, np.random.default_rng(0))
+            greedy_s = time.perf_counter() - t
+            add(bench="facility-location", n=n, k=n // 10, knn_graph_s=graph_s, greedy_s=greedy_s,
+                total_s=graph_s + greedy_s, objective=float(gains.sum()))
 
     meta = {"benchmark": "B3 selection speed and scale", "data": "MNIST train (60,000 x 784), pixels / 255, PCA 64",
             "pca_seconds": pca_s, "device": str(dev), "machine": machine(),
