@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"datadistill {__version__}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models "
+                             "or on a busy machine)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("select", help="keep the most informative real samples",
@@ -352,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except DatadistillError as exc:
         print(f"datadistill {args.command}: error: {exc}", file=sys.stderr)
