@@ -162,9 +162,9 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
         "- protocol notes: ratio = fraction of the training pool; the full row trains on the whole pool; "
         "validation rows (early stopping) never enter a training set; the test split is used only to score. "
         "Small sets get at least 200 optimiser steps (min_steps), so their training time has a floor. "
-        "Training seconds include the per-epoch validation pass used for early stopping (a fixed cost per "
-        "epoch, so small sets pay relatively more of it). The machine was shared with other jobs while this "
-        "ran, so absolute seconds drift; compare ratios within this table.",
+        "Training seconds count optimisation only; the per-epoch validation pass used for early stopping is "
+        "timed apart (validation_seconds in the JSON rows). Absolute seconds drift with the machine's load; "
+        "compare ratios within this table.",
         "",
         "## Every method at 10%",
         "",

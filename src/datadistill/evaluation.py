@@ -373,7 +373,7 @@ def evaluate(
         acc = training.accuracy(result.model, X_test, y_test, device=dev)
         val = max((h["val_accuracy"] for h in result.history if "val_accuracy" in h), default=None)
         return {"test_accuracy": acc, "val_accuracy": val, "train_seconds": result.seconds,
-                "epochs": result.epochs, "steps": result.steps, "weighted": weights is not None}
+                "validation_seconds": result.validation_seconds, "epochs": result.epochs, "steps": result.steps, "weighted": weights is not None}
 
     current = None
     try:
