@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from .data import Dataset, DistilledSet, load  # noqa: E402
-from .errors import ArtifactError, ConfigError, DataError, DatadistillError  # noqa: E402
+from .errors import ArtifactError, ConfigError, DatadistillError, DataError  # noqa: E402
 from .select import select  # noqa: E402
 
 save = DistilledSet.save
