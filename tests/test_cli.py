@@ -95,3 +95,26 @@ def test_console_script_help_and_usage_errors():
     assert proc.returncode == 0 and "select" in proc.stdout and "evaluate" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "datadistill.cli", "select"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_distill_then_evaluate_saved_set_reproduces_accuracy(tmp_path, capsys):
+    out = tmp_path / "dm"
+    code, stdout, _ = run(["distill", "digits", "--method", "dm", "--ipc", "1", "--iterations", "3", "--width", "8",
+                           "--depth", "2", "--eval-models", "2", "--eval-epochs", "5", "--out", out], capsys)
+    assert code == 0 and (out / "images.png").exists()
+    measured = json.loads((out / "meta.json").read_text())["accuracy"]
+    code, _, _ = run(["evaluate", "digits", "--distilled", out, "--protocol", "dc", "--eval-models", "2",
+                      "--eval-epochs", "5", "--methods", "random", "--ratios", "0.05", "--seeds", "1",
+                      "--out", tmp_path / "ev"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "rows.jsonl").read_text().splitlines()]
+    accs = sorted(r["test_accuracy"] for r in rows if r["method"].startswith("dm:"))
+    assert len(accs) == 2
+    assert np.mean(accs) == pytest.approx(measured["mean"], abs=1e-12)
+
+
+def test_evaluate_rejects_bad_ratios_and_unknown_model(tmp_path, capsys):
+    code, _, err = run(["evaluate", "digits", "--ratios", "0.1,2", "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "outside (0, 1]" in err
+    code, _, err = run(["evaluate", "digits", "--model", "vgg", "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "unknown model 'vgg'" in err

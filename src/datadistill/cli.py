@@ -52,16 +52,6 @@ def _params(pairs: list[str] | None) -> dict:
     return out
 
 
-def _float_list(text: str, what: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"{what}: expected comma-separated numbers, got '{text}'") from None
-    if not values:
-        raise ConfigError(f"{what}: empty list")
-    return values
-
-
 def _ratio(text: str) -> float:
     try:
         value = float(text)
@@ -76,8 +66,8 @@ def _load(args) -> object:
     return load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed)
 
 
-def _check_out(out: str | None, overwrite: bool, resume: bool = False) -> None:
-    if out and Path(out).exists() and not (overwrite or resume):
+def _check_out(out: str | None, overwrite: bool) -> None:
+    if out and Path(out).exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
 
 
@@ -171,19 +161,21 @@ def cmd_show(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate
+    from .evaluation import evaluate, parse_ratios
 
-    _check_out(args.out, args.overwrite, args.resume)
-    ratios = _float_list(args.ratios, "--ratios")
-    bad = [r for r in ratios if not 0 < r <= 1]
-    if bad:
-        raise ConfigError(f"--ratios: {bad[0]} is outside (0, 1]; ratios are fractions of the training set")
+    ratios = parse_ratios(args.ratios)
     dataset = _load(args)
     print(dataset.summary(), file=sys.stderr)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
+    options = {"n_models": args.eval_models}
+    if args.eval_epochs is not None:
+        options["epochs"] = args.eval_epochs
+    if args.architectures:
+        options["architectures"] = tuple(a.strip() for a in args.architectures.split(",") if a.strip())
     report = evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
-                      distilled=args.distilled or (), protocol=args.protocol, out=args.out, resume=args.resume,
-                      overwrite=args.overwrite, device=args.device, use_weights=args.use_weights, progress=True)
+                      distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
+                      out=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                      use_weights=args.use_weights, progress=True, command=" ".join(["datadistill", *sys.argv[1:]]))
     print(report.to_markdown())
     if args.out:
         print(f"\nreport: {Path(args.out) / 'report.html'}")
@@ -225,10 +217,10 @@ def cmd_distill(args) -> int:
 
         accs = [r["test_accuracy"] for r in rows]
         result.meta["accuracy"] = {"protocol": "dc", "models": len(accs), "epochs": rows[0].get("epochs"),
-                                   "mean": float(np.mean(accs)), "std": float(np.std(accs)), "seeds": [
+                                   "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "seeds": [
                                        r["seed"] for r in rows]}
         print(f"test accuracy of fresh models trained on the distilled set: {100 * np.mean(accs):.2f} ± "
-              f"{100 * np.std(accs):.2f} % ({len(accs)} models)")
+              f"{100 * result.meta['accuracy']['std']:.2f} % ({len(accs)} models)")
     result.save(args.out, overwrite=args.overwrite)
     if dataset.is_image:
         from .synth.figures import image_grid
@@ -321,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["same", "dc"], default="same",
                    help="same: every row with the --model recipe (default); dc: synthetic sets with the "
                         "dataset-condensation protocol (fresh ConvNets, SGD, 300 epochs, 1000 with DSA)")
+    p.add_argument("--eval-models", type=int, default=5, help="--protocol dc: fresh models per architecture (5)")
+    p.add_argument("--eval-epochs", type=int,
+                   help="--protocol dc: epochs (default 1000 with the set's DSA augmentation, 300 without)")
+    p.add_argument("--architectures",
+                   help="--protocol dc: comma-separated models, e.g. convnet,mlp,resnet18 (default: the set's own)")
     p.add_argument("--use-weights", action="store_true", help="weight kept samples by how many they stand for")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--out", help="run directory (rows, report, figures)")

@@ -229,6 +229,7 @@ def evaluate(
     distilled: Sequence[str | os.PathLike | DistilledSet] = (),
     use_weights: bool = False,
     protocol: str = "same",
+    protocol_options: dict | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -253,6 +254,8 @@ def evaluate(
         use_weights: train selected/loaded sets with their per-sample weights when they have them.
         protocol: ``same`` (the recipe above for every row) or ``dc`` (synthetic sets are evaluated by
             ``datadistill.synth.protocol.evaluate_protocol``: ConvNet, 5 models, the distillation protocol).
+        protocol_options: keyword arguments for ``evaluate_protocol`` (``n_models``, ``architectures``,
+            ``epochs``, ...), e.g. ``{"architectures": ("convnet", "mlp", "resnet18")}`` for cross-architecture.
         out: run directory: ``rows.jsonl`` grows as rows finish; report.json/.md/.html and figures/ are
             rewritten after each method and at the end.
         resume: continue a run in ``out``, skipping finished (method, size, seed) rows.
@@ -310,7 +313,9 @@ def evaluate(
     pool_size = len(dataset) - n_val
     run_key = {"fingerprint": dataset.fingerprint, "model": model, "recipe": cfg.to_dict(),
                "validation_fraction": validation_fraction, "validation_max": validation_max,
-               "use_weights": use_weights, "protocol": protocol}
+               "use_weights": use_weights, "protocol": protocol,
+               "protocol_options": {k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in (protocol_options or {}).items()}}
     run.check_context(run_key)
 
     context = {
@@ -395,7 +400,8 @@ def evaluate(
             if label == "full":
                 row.update(kind="full", select_seconds=0.0, **train_and_test(pool, seed, val_idx))
             elif isinstance(what, DistilledSet):
-                row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol, dev,
+                row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol,
+                                          dict(protocol_options or {}), dev,
                                           train_and_test, images))
                 if row.get("protocol_rows"):
                     for extra in row.pop("protocol_rows"):
@@ -436,8 +442,8 @@ def evaluate(
 
 
 def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray, dataset: Dataset,
-                   pre: Preprocessor, use_weights: bool, protocol: str, device: str, train_and_test,
-                   images: list[dict]) -> dict:
+                   pre: Preprocessor, use_weights: bool, protocol: str, protocol_options: dict, device: str,
+                   train_and_test, images: list[dict]) -> dict:
     timings = ds.meta.get("timings", {})
     select_seconds = float(timings.get("select_seconds", timings.get("distill_seconds", 0.0)) or 0.0)
     kind = ds.meta.get("kind", "selection")
@@ -447,9 +453,11 @@ def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray,
     if kind == "synthetic" and protocol == "dc":
         from .synth.protocol import evaluate_protocol
 
-        rows = evaluate_protocol(dataset, ds, n_models=5, architectures=("convnet",), device=device, seed=seed)
+        options = {"n_models": 5, **protocol_options}
+        rows = evaluate_protocol(dataset, ds, device=device, seed=seed, **options)
+        several = len({r.get("architecture") for r in rows}) > 1
         for i, r in enumerate(rows):
-            r["method"] = label
+            r["method"] = f"{label} [{r['architecture']}]" if several else label
             r.setdefault("size", len(ds))
             r.setdefault("seed", seed + i)
             r.setdefault("ratio", len(ds) / len(dataset))
