@@ -9,3 +9,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled 8x8 digits with the seeded stratified test split."""
+    from datadistill.data import load
+
+    return load("digits")

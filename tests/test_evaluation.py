@@ -17,17 +17,6 @@ from datadistill.training import TrainConfig
 TINY = TrainConfig(epochs=2, batch_size=64, lr=1e-2, min_steps=8, max_epochs=20, patience=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def blobs() -> Dataset:
     from sklearn.datasets import make_blobs
@@ -268,7 +257,7 @@ def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
     digits, syn = _synthetic_digits()
     calls = []
 
-    def fake_protocol(dataset, distilled, *, n_models, architectures, device, seed):
+    def fake_protocol(dataset, distilled, *, n_models, device, seed, architectures=None):
         calls.append((dataset.fingerprint, len(distilled), n_models, architectures))
         return [{"method": distilled.method, "size": len(distilled), "seed": i, "test_accuracy": 0.5 + i / 100,
                  "train_seconds": 1.0, "epochs": 300} for i in range(n_models)]
@@ -277,7 +266,7 @@ def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
     fake.evaluate_protocol = fake_protocol
     monkeypatch.setitem(sys.modules, "datadistill.synth.protocol", fake)
     report = _run(digits, methods=[], ratios=[0.05], seeds=2, distilled=[syn], protocol="dc")
-    assert calls == [(digits.fingerprint, 30, 5, ("convnet",))]
+    assert calls == [(digits.fingerprint, 30, 5, None)]
     rows = [r for r in report.rows if r["method"] == "toy:loaded"]
     assert len(rows) == 5 and {r["seed"] for r in rows} == set(range(5))
     assert all(r["kind"] == "synthetic" and r["select_seconds"] == 1.5 for r in rows)

@@ -22,15 +22,6 @@ from datadistill.scores import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: thread start-up costs more than it saves on a busy 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def gaussians():
     X, y = two_gaussians(n=400, random_state=0)

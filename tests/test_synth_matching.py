@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datadistill.data import Dataset, load
+from datadistill.data import Dataset
 from datadistill.errors import ArtifactError, ConfigError, DataError
 from datadistill.synth import DSA, get_distiller
 from datadistill.synth.augment import strategy_for
@@ -18,20 +18,6 @@ from datadistill.synth.protocol import evaluate_protocol, random_real_subset
 NET = {"width": 32, "depth": 2}
 ITERATIONS = {"dm": 40, "dm-multilayer": 30, "dc": 12, "dsa": 12}
 EVAL = {"n_models": 2, "epochs": 100, "augmentation": "none", "model_kwargs": NET}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine is shared; one thread is faster under contention and keeps results reproducible
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load("digits")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import torch
 from sklearn.datasets import make_classification
 
 from datadistill.data.dataset import Dataset
-from datadistill.data.sources import load
 from datadistill.errors import ConfigError
 from datadistill.synth import get_distiller
 from datadistill.synth.performance import network_pool
@@ -15,20 +14,6 @@ from datadistill.synth.protocol import evaluate_protocol, random_real_subset
 NET = {"width": 16, "depth": 2}
 BPTT = dict(model_kwargs=NET, inner_steps=5, lr_inner_init=0.1, lr_images=0.05, batch_real=16, device="cpu")
 KRR = dict(model_kwargs=NET, lr_images=0.05, batch_real=16, device="cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # unrolled double-backward of tiny networks is far slower with threads competing on a shared CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load("digits")
 
 
 @pytest.fixture(scope="module")

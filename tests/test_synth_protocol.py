@@ -10,26 +10,12 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
-from datadistill.data import Dataset, DistilledSet, load
+from datadistill.data import DistilledSet, load
 from datadistill.errors import ConfigError, DataError
 from datadistill.synth import evaluate_protocol, get_distiller, image_grid, random_real_subset
 
 NET = {"width": 16, "depth": 2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load("digits")
 
 
 @pytest.fixture(scope="module")

@@ -20,20 +20,6 @@ MTT = dict(model_kwargs=NET, n_experts=2, expert_batch=64, expert_epochs=2, max_
            lr_images=100.0, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # unrolled double-backward of tiny networks is far slower with threads competing on a shared CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load("digits")
-
-
 @pytest.fixture(scope="module")
 def buffer_dir(tmp_path_factory, digits):
     path = tmp_path_factory.mktemp("experts")

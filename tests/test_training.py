@@ -10,15 +10,15 @@ from datadistill.training import TrainConfig, accuracy, embed, train, validation
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits_inputs():
     ds = dd.load("digits")
     pre = Preprocessor.fit(ds)
     return ds, pre, pre.transform(ds.X), pre.transform(ds.test.X)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_model_builds_and_embeds(name, digits):
-    ds, pre, Xm, _ = digits
+def test_every_model_builds_and_embeds(name, digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
     model = build_model(name, pre.model_shape, ds.n_classes, seed=0, width=8)
     out = model(torch.as_tensor(Xm[:4]))
     assert out.shape == (4, 10)
@@ -37,8 +37,8 @@ def test_seeded_models_are_identical_and_global_rng_untouched():
         assert torch.equal(p, q)
 
 
-def test_training_learns_and_is_deterministic(digits):
-    ds, pre, Xm, Xt = digits
+def test_training_learns_and_is_deterministic(digits_inputs):
+    ds, pre, Xm, Xt = digits_inputs
     accs = []
     for _ in range(2):
         model = build_model("mlp", pre.model_shape, 10, seed=1)
@@ -56,8 +56,8 @@ def test_min_steps_scales_epochs_for_small_sets():
     assert cfg.planned_epochs(2560) == 50
 
 
-def test_early_stopping_restores_best_and_uses_only_given_validation(digits):
-    ds, pre, Xm, _ = digits
+def test_early_stopping_restores_best_and_uses_only_given_validation(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
     tr, va = validation_split(ds.y, 0.2, random_state=0)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(ds)
     model = build_model("mlp", pre.model_shape, 10, seed=0)
@@ -81,8 +81,8 @@ def test_sample_weights_change_the_fit():
     assert p(m2) > p(m1)
 
 
-def test_bad_recipe_is_a_config_error(digits):
-    ds, pre, Xm, _ = digits
+def test_bad_recipe_is_a_config_error(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
     with pytest.raises(ConfigError, match="optimizer"):
         train(build_model("logreg", pre.model_shape, 10), Xm, ds.y, TrainConfig(optimizer="rmsprop"))
     with pytest.raises(ConfigError, match="unknown model"):
