@@ -52,19 +52,13 @@ FULL_ITERATIONS = {"dm": 20_000, "dm-multilayer": 20_000, "dc": 1000, "dsa": 100
 
 
 def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
+    import torch
+
+    from datadistill.evaluation import cpu_name
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     if torch.cuda.is_available():

@@ -92,6 +92,17 @@ def parse_ratios(ratios: Iterable[float | str] | str) -> tuple[float, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: str) -> dict:
     """Machine, versions and date of this run."""
     import sklearn
@@ -99,15 +110,7 @@ def environment(device: str) -> dict:
 
     from . import __version__
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    machine = f"{cpu}, {os.cpu_count()} cores"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores"
     if device.startswith("cuda") and torch.cuda.is_available():
         machine += f", GPU {torch.cuda.get_device_name(0)}"
     return {

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.artifact import jsonable
 from .errors import ArtifactError
 
 REPORT_JSON = "report.json"
@@ -44,22 +45,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -215,7 +200,7 @@ class Report:
         return "\n".join(parts)
 
     def to_dict(self) -> dict:
-        return _jsonable({"rows": self.rows, "context": self.context, "images": self.images,
+        return jsonable({"rows": self.rows, "context": self.context, "images": self.images,
                           "aggregate": self.aggregate()})
 
     def to_json(self, path: str | os.PathLike) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,17 +26,20 @@ def library_version() -> str:
     return __version__
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` with numpy arrays/scalars and paths turned into plain JSON values (non-finite floats -> None)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return jsonable(obj.item())
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 
@@ -104,7 +108,7 @@ class DistilledSet:
             meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             meta["n_samples"] = len(self)
             meta["classes"] = list(self.classes)
-            (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+            (tmp / META_FILE).write_text(json.dumps(jsonable(meta), indent=2, sort_keys=True))
             if path.exists():
                 backup = path.with_name(f".{path.name}.old-{os.getpid()}")
                 path.rename(backup)
