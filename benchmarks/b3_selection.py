@@ -2,6 +2,7 @@
 k-center, full-MNIST selection through the public API, facility location time vs N.
 
 Run from the repository root:  python benchmarks/b3_selection.py [--data-dir ../shared/data] [--quick]
+[--only kmedoids]  (--only re-runs the named parts and merges them into the saved results)
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def render(meta: dict, rows: list[dict]) -> str:
              f"{m['torch_threads']}, torch {m['torch']}, numpy {m['numpy']}, device {meta['device']}, "
              f"load average at the end {tuple(round(x, 1) for x in m['load_average'])}  ",
              f"Data: {meta['data']} (PCA took {meta['pca_seconds']:.1f} s)", ""]
+    for rerun in meta.get("partial_reruns", []):
+        rm = rerun["machine"]
+        lines += [f"Re-run of {', '.join(rerun['parts'])} ({rerun['date']}): `{rerun['command']}`, {rm['cpu']}, "
+                  f"{rm['cores']} cores, torch threads {rm['torch_threads']}, load average at the end "
+                  f"{tuple(round(x, 1) for x in rm['load_average'])}  "]
+    if meta.get("partial_reruns"):
+        lines.append("")
     for bench in dict.fromkeys(r["bench"] for r in rows):
         part = [r for r in rows if r["bench"] == bench]
         keys = [k for k in part[0] if k != "bench"]
@@ -82,7 +90,10 @@ def main(argv=None) -> int:
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the saved JSON")
     ap.add_argument("--methods", nargs="*", default=None,
                     help="instead: time select(mnist, METHOD, ratio=0.1, pca=64) for each named geometric method")
+    ap.add_argument("--only", nargs="*", default=None, choices=("kmedoids", "kcenter", "api", "facility-location"),
+                    help="run only these parts; their rows replace those in the saved JSON, the rest are kept")
     args = ap.parse_args(argv)
+    parts = set(args.only) if args.only else {"kmedoids", "kcenter", "api", "facility-location"}
     stem = "b3_selection_quick" if args.quick else "b3_selection"
     if args.methods is not None:
         stem = "b3_selection_methods"
@@ -127,13 +138,15 @@ def main(argv=None) -> int:
 
     if args.methods is None:
         # k-medoids vs FasterPAM (same data, same distance matrix; FasterPAM's time excludes building it)
-        for n in ((1000, 2000) if args.quick else (2000, 5000)):
+        for n in ((1000, 2000) if args.quick else (2000, 5000)) if "kmedoids" in parts else ():
             k = n // 10
             Zn = torch.as_tensor(Z[:n], device=dev)
             t = time.perf_counter()
-            _, _, ours = kmedoids(Zn, k, np.random.default_rng(0))
+            medoids, _, _ = kmedoids(Zn, k, np.random.default_rng(0))
             ours_s = time.perf_counter() - t
             D = torch.cdist(torch.as_tensor(Z[:n]).double(), torch.as_tensor(Z[:n]).double()).numpy()
+            np.fill_diagonal(D, 0.0)
+            ours = float(D[:, medoids].min(axis=1).sum())  # scored on FasterPAM's float64 matrix
             # FasterPAM's BUILD seeding is O(k·N^2): 8 s at N = 2,000 but 283 s at N = 5,000 here, so only the first
             for init in ("random", "build") if n <= 2000 else ("random",):
                 t = time.perf_counter()
@@ -142,45 +155,59 @@ def main(argv=None) -> int:
                 add(bench="kmedoids", n=n, k=k, fasterpam_init=init, ours_objective=ours, fasterpam_objective=float(ref.loss),
                     objective_ratio=ours / float(ref.loss), ours_s=ours_s, fasterpam_s=ref_s)
 
-        # k-center greedy at N = 60,000, k = 6,000 (d = 64) vs plain NumPy
-        n_kc, k_kc = (20_000, 2_000) if args.quick else (60_000, 6_000)
-        Zt = torch.as_tensor(Z[:n_kc], device=dev)
-        t = time.perf_counter()
-        _, _, r_ours = kcenter_greedy(Zt, k_kc, first=0)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        ours_s = time.perf_counter() - t
-        t = time.perf_counter()
-        r_np = numpy_kcenter(Z[:n_kc], k_kc, first=0)
-        np_s = time.perf_counter() - t
-        add(bench="kcenter", n=n_kc, k=k_kc, ours_s=ours_s, numpy_s=np_s, speedup=np_s / ours_s, ours_radius=r_ours,
-            numpy_radius=r_np)
+        if "kcenter" in parts:
+            # k-center greedy at N = 60,000, k = 6,000 (d = 64) vs plain NumPy
+            n_kc, k_kc = (20_000, 2_000) if args.quick else (60_000, 6_000)
+            Zt = torch.as_tensor(Z[:n_kc], device=dev)
+            t = time.perf_counter()
+            _, _, r_ours = kcenter_greedy(Zt, k_kc, first=0)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            ours_s = time.perf_counter() - t
+            t = time.perf_counter()
+            r_np = numpy_kcenter(Z[:n_kc], k_kc, first=0)
+            np_s = time.perf_counter() - t
+            add(bench="kcenter", n=n_kc, k=k_kc, ours_s=ours_s, numpy_s=np_s, speedup=np_s / ours_s, ours_radius=r_ours,
+                numpy_radius=r_np)
 
-        # the public API on full MNIST at ratio 0.1 (per-class budgets)
-        full = mnist if not args.quick else mnist.subset(np.arange(20_000))
-        for method, params in (("kcenter", {"pca": 64}), ("kcenter", {}), ("entropy", {"model": "mlp", "epochs": 5}),
-                               ("gradnorm", {"model": "mlp", "epochs": 5, "score_params": {"last_layer": True}})):
-            t = time.perf_counter()
-            out = select(full, method, ratio=0.1, device=str(dev), **params)
-            add(bench="api", method=method, params=json.dumps(params), n=len(full), selected=len(out.y),
-                seconds=time.perf_counter() - t)
+        if "api" in parts:
+            # the public API on full MNIST at ratio 0.1 (per-class budgets)
+            full = mnist if not args.quick else mnist.subset(np.arange(20_000))
+            for method, params in (("kcenter", {"pca": 64}), ("kcenter", {}), ("entropy", {"model": "mlp", "epochs": 5}),
+                                   ("gradnorm", {"model": "mlp", "epochs": 5, "score_params": {"last_layer": True}})):
+                t = time.perf_counter()
+                out = select(full, method, ratio=0.1, device=str(dev), **params)
+                add(bench="api", method=method, params=json.dumps(params), n=len(full), selected=len(out.y),
+                    seconds=time.perf_counter() - t)
 
-        # facility location (kNN-sparse, lazy greedy) time vs N, k = N / 10
-        for n in ((2000, 5000, 10_000) if args.quick else (5000, 10_000, 20_000, 60_000)):
-            t = time.perf_counter()
-            W = knn_similarity(Z[:n], 20)
-            graph_s = time.perf_counter() - t
-            t = time.perf_counter()
-            _, gains, _ = facility_location_greedy(W, n // 10, np.random.default_rng(0))
-            greedy_s = time.perf_counter() - t
-            add(bench="facility-location", n=n, k=n // 10, knn_graph_s=graph_s, greedy_s=greedy_s,
-                total_s=graph_s + greedy_s, objective=float(gains.sum()))
+        if "facility-location" in parts:
+            # facility location (kNN-sparse, lazy greedy) time vs N, k = N / 10
+            for n in ((2000, 5000, 10_000) if args.quick else (5000, 10_000, 20_000, 60_000)):
+                t = time.perf_counter()
+                W = knn_similarity(Z[:n], 20)
+                graph_s = time.perf_counter() - t
+                t = time.perf_counter()
+                _, gains, _ = facility_location_greedy(W, n // 10, np.random.default_rng(0))
+                greedy_s = time.perf_counter() - t
+                add(bench="facility-location", n=n, k=n // 10, knn_graph_s=graph_s, greedy_s=greedy_s,
+                    total_s=graph_s + greedy_s, objective=float(gains.sum()))
 
     meta = {"benchmark": "B3 selection speed and scale", "data": "MNIST train (60,000 x 784), pixels / 255, PCA 64",
             "pca_seconds": pca_s, "device": str(dev), "machine": machine(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["python", *sys.argv])}
     out_dir.mkdir(parents=True, exist_ok=True)
+    saved_path = out_dir / f"{stem}.json"
+    if args.only and saved_path.exists():  # merge: replace the re-run parts, keep the others (and their meta)
+        saved = json.loads(saved_path.read_text())
+        kept = [r for r in saved["rows"] if r["bench"] not in parts]
+        merged = []
+        for bench in dict.fromkeys(r["bench"] for r in saved["rows"] + rows):
+            merged += [r for r in (rows if bench in parts else kept) if r["bench"] == bench]
+        rows = merged
+        meta = {**saved["meta"], "partial_reruns": [*saved["meta"].get("partial_reruns", []),
+                                                    {"parts": sorted(parts), "date": meta["date"],
+                                                     "command": meta["command"], "machine": meta["machine"]}]}
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     (out_dir / f"{stem}.md").write_text(render(meta, rows))
     print(f"wrote {out_dir / stem}.md and .json")
