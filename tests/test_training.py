@@ -92,10 +92,15 @@ def test_bad_recipe_is_a_config_error(digits_inputs):
 
 
 def test_dask_parts_equal_sequential_fit():
-    from datadistill.parallel import fit_distributed
+    from datadistill.parallel import dask_client, fit_distributed
     from datadistill.select import get_selector
 
     ds = dd.load("digits")
-    a = get_selector("stratified", ratio=0.2, random_state=4).fit(ds)
-    b = fit_distributed(get_selector("stratified", ratio=0.2, random_state=4), ds, n_workers=2)
-    np.testing.assert_array_equal(a.indices_, b.indices_)
+    with dask_client(n_workers=2) as client:
+        for method in ("stratified", "kmedoids"):
+            a = get_selector(method, ratio=0.2, random_state=4).fit(ds)
+            b = fit_distributed(get_selector(method, ratio=0.2, random_state=4), ds, client=client)
+            np.testing.assert_array_equal(a.indices_, b.indices_)
+            np.testing.assert_array_equal(a.weights_, b.weights_)
+    # per-part diagnostics come back from the workers too
+    assert b.objective_ == a.objective_ and len(b.objective_) == ds.n_classes
