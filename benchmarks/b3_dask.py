@@ -24,23 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
+    import dask
+    import distributed
     import numpy as np
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import dask
-    import distributed
-
     import datadistill
+    from datadistill.evaluation import cpu_name
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "dask": dask.__version__, "distributed": distributed.__version__,
             "datadistill": getattr(datadistill, "__version__", "?"), "load_average": os.getloadavg()}
