@@ -20,15 +20,6 @@ SCORED = ("gradnorm", "el2n", "entropy", "margin", "least-confidence", "forgetti
 FAST_PROBE = {"score_params": {"min_steps": 40}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small problems: thread start-up costs more than it saves on a busy 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load("digits", ensure_test=False)
