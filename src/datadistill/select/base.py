@@ -9,6 +9,7 @@ import numpy as np
 from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..errors import ConfigError, DataError
+from ..params import init_parameter_names
 
 REGISTRY: dict[str, type[Selector]] = {}
 
@@ -103,16 +104,7 @@ class Selector:
         self.random_state = random_state
 
     def get_params(self) -> dict:
-        import inspect
-
-        names = []
-        for klass in type(self).__mro__:
-            if klass is object:
-                continue
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
-                    names.append(p.name)
-        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return {n: getattr(self, n) for n in init_parameter_names(self) if hasattr(self, n)}
 
     # --- hooks for subclasses ------------------------------------------------------------------
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:

@@ -26,6 +26,7 @@ from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError, DataError
 from ..models import MODELS, build_model
+from ..params import init_parameter_names
 from ..training import resolve_device
 
 REGISTRY: dict[str, type[Distiller]] = {}
@@ -116,19 +117,8 @@ class Distiller:
         return build_model(self.model, ctx.input_shape, ctx.n_classes, seed=seed, **self.model_kwargs).to(ctx.device)
 
     def params(self) -> dict:
-        import inspect
-
-        names = []
-        for klass in type(self).__mro__:
-            if klass is object:
-                continue
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    continue
-                if p.name not in ("self", "progress", "checkpoint", "checkpoint_every") and p.name not in names:
-                    names.append(p.name)
         out = {}
-        for n in names:
+        for n in init_parameter_names(self, skip=("progress", "checkpoint", "checkpoint_every")):
             v = getattr(self, n, None)
             out[n] = v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else repr(v)
         return out
