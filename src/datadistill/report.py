@@ -242,6 +242,9 @@ class Report:
             style = {"color": "black", "ls": "--", "marker": "o"} if method == RANDOM else {"marker": "o"}
             ax.errorbar(sizes, m * scale, yerr=s * scale, capsize=3, label=method, **style)
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
         ax.set_xlabel("training samples (log scale)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
