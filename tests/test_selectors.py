@@ -223,8 +223,8 @@ def test_facility_location_greedy_monotone_and_beats_random(blobs):
 
 
 def test_score_selectors_take_the_informative_end(blobs):
-    hi = get_selector("entropy", size=30, **FAST_PROBE).fit(blobs)
-    lo = get_selector("entropy", size=30, order="lowest", **FAST_PROBE).fit(blobs)
+    hi = get_selector("entropy", size=30, strategy="hardest", **FAST_PROBE).fit(blobs)
+    lo = get_selector("entropy", size=30, strategy="hardest", order="lowest", **FAST_PROBE).fit(blobs)
     for c in range(3):
         pool = blobs.class_indices(c)
         mine = hi.indices_[blobs.y[hi.indices_] == c]

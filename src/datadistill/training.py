@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -30,8 +30,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 @dataclass
 class TrainConfig:
-    """One training recipe. ``epochs`` is raised so that at least ``min_steps`` optimiser steps run
-    (small sets), but never above ``max_epochs``; ``schedule``: none | step (x0.1 at half) | cosine."""
+    """One training recipe.
+
+    Epoch budget: ``epochs`` is raised so that at least ``min_steps`` optimiser steps run (small sets), but
+    never above ``max_epochs``. Step budget (the fair rule evaluation uses): with ``max_steps`` > 0 training
+    runs at most that many optimiser steps whatever the set's size; with a validation set and
+    ``patience_steps`` > 0 it stops once validation accuracy has not improved for that many steps (checked
+    every ``eval_every`` steps; 0 = once per epoch) and at least ``min_steps`` have run, then restores the
+    best weights. ``schedule``: none | step (x0.1 at half) | cosine. ``soft_temperature``: the temperature
+    soft targets were made at; student logits are divided by it and the loss scaled by T² (Hinton et al.).
+    """
 
     epochs: int = 20
     batch_size: int = 256
@@ -44,11 +52,21 @@ class TrainConfig:
     max_epochs: int = 1000
     patience: int = 0
     label_smoothing: float = 0.0
+    max_steps: int = 0
+    patience_steps: int = 0
+    eval_every: int = 0
+    soft_temperature: float = 1.0
 
     def planned_epochs(self, n: int) -> int:
         steps_per_epoch = max(1, math.ceil(n / self.batch_size))
+        if self.max_steps:
+            return int(math.ceil(self.max_steps / steps_per_epoch))
         need = math.ceil(self.min_steps / steps_per_epoch) if self.min_steps else 0
         return int(min(max(self.epochs, need), max(self.max_epochs, self.epochs)))
+
+    @property
+    def early_stopping(self) -> bool:
+        return bool(self.patience or self.patience_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +81,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     validation_seconds: float = 0.0
+    best_step: int | None = None
+    stop_reason: str = "budget"   # budget (epochs or max_steps ran out) | patience | callback
 
 
 def as_tensor(X, device: torch.device, dtype=torch.float32) -> torch.Tensor:
@@ -103,6 +123,7 @@ def train(
     seed: int = 0,
     progress: bool = False,
     description: str = "train",
+    callbacks: Sequence[Callable[[int, nn.Module], bool | None]] = (),
 ) -> TrainResult:
     """Train ``model`` in place on model-space inputs ``X`` (N x ...) and int labels ``y``.
 
@@ -114,6 +135,8 @@ def train(
             weights of the best validation epoch are restored (early stopping).
         augment: ``f(batch, generator) -> batch`` applied to every training batch.
         seed: fixes batch order and augmentation.
+        callbacks: ``f(epoch, model)`` called after every epoch (model in train mode); returning True stops
+            training. Used e.g. to record predictions between epochs without restarting the optimiser.
     """
     cfg = config or TrainConfig()
     dev = resolve_device(device)
@@ -131,9 +154,11 @@ def train(
     epochs = cfg.planned_epochs(n)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     history: list[dict] = []
-    best = (-1.0, None, None)
+    best_acc, best_epoch, best_step, best_state = -1.0, None, None, None
+    keep_best = cfg.early_stopping and validation is not None
     bad_epochs = 0
     steps = 0
+    stop_reason = "budget"
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -141,13 +166,33 @@ def train(
         bar = tqdm(total=epochs, desc=description, leave=False)
     start = time.perf_counter()
     validation_seconds = 0.0
+
+    def validate(epoch: int) -> float:
+        nonlocal validation_seconds, best_acc, best_epoch, best_step, best_state
+        t_val = time.perf_counter()
+        acc = accuracy(model, Xv, yv, device=dev)
+        model.train()
+        validation_seconds += time.perf_counter() - t_val
+        improved = acc > best_acc
+        if improved:
+            best_acc, best_epoch, best_step = acc, epoch, steps
+            if keep_best:
+                best_state = copy.deepcopy(model.state_dict())
+        return acc
+
+    def out_of_patience() -> bool:
+        return bool(cfg.patience_steps and best_step is not None and steps >= cfg.min_steps
+                    and steps - best_step >= cfg.patience_steps)
+
     epoch = 0
+    stop = False
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, epoch, epochs)
         model.train()
         perm = torch.randperm(n, generator=gen).to(dev)
         total = 0.0
+        seen = 0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             xb = Xt[idx]
@@ -155,7 +200,8 @@ def train(
                 xb = augment(xb, gen)
             logits = model(xb)
             if st is not None:
-                per = -(st[idx] * torch.log_softmax(logits, dim=1)).sum(dim=1)
+                T = cfg.soft_temperature
+                per = -(st[idx] * torch.log_softmax(logits / T, dim=1)).sum(dim=1) * (T * T)
             else:
                 per = nn.functional.cross_entropy(logits, yt[idx], reduction="none",
                                                   label_smoothing=cfg.label_smoothing)
@@ -164,34 +210,48 @@ def train(
             loss.backward()
             opt.step()
             steps += 1
+            seen += len(idx)
             total += float(loss.detach()) * len(idx)
-        row = {"epoch": epoch, "loss": total / n}
-        if validation is not None:
-            t_val = time.perf_counter()
-            acc = accuracy(model, Xv, yv, device=dev)
-            validation_seconds += time.perf_counter() - t_val
-            row["val_accuracy"] = acc
-            if acc > best[0]:
-                best = (acc, epoch, copy.deepcopy(model.state_dict()) if cfg.patience else None)
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
+            if validation is not None and cfg.eval_every and steps % cfg.eval_every == 0:
+                validate(epoch)
+                if out_of_patience():
+                    stop, stop_reason = True, "patience"
+                    break
+            if cfg.max_steps and steps >= cfg.max_steps:
+                stop = True
+                break
+        row = {"epoch": epoch, "loss": total / max(1, seen), "steps": steps}
+        if validation is not None and not cfg.eval_every:
+            before = best_acc
+            row["val_accuracy"] = validate(epoch)
+            bad_epochs = 0 if best_acc > before else bad_epochs + 1
+            if cfg.patience and bad_epochs >= cfg.patience:
+                stop, stop_reason = True, "patience"
+            elif out_of_patience():
+                stop, stop_reason = True, "patience"
+        elif validation is not None:
+            row["val_accuracy"] = best_acc
         history.append(row)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if cfg.patience and validation is not None and bad_epochs >= cfg.patience:
+        if not stop and any(cb(epoch, model) for cb in callbacks):
+            stop, stop_reason = True, "callback"
+        if stop:
             break
+    if validation is not None and cfg.eval_every and steps % cfg.eval_every:
+        validate(epoch)  # the last steps since the previous check
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start - validation_seconds
     if bar is not None:
         bar.close()
-    if cfg.patience and best[2] is not None:
-        model.load_state_dict(best[2])
+    if keep_best and best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model=model, seconds=seconds, epochs=epoch + 1, steps=steps, history=history,
-                       best_epoch=best[1], validation_seconds=validation_seconds)
+                       best_epoch=best_epoch, validation_seconds=validation_seconds, best_step=best_step,
+                       stop_reason=stop_reason)
 
 
 @torch.no_grad()

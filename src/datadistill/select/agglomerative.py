@@ -45,10 +45,12 @@ class AgglomerativeSelector(FeatureSelector):
     cost = "O(N^2) time and memory up to max_ward samples; k-means pre-clustering beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  max_ward: int = 8_000):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.max_ward = max_ward
 
     def _select_pool(self, pool, k, rng):

@@ -78,6 +78,33 @@ def allocate(counts: np.ndarray, k: int, per_class: str | None) -> np.ndarray | 
     raise ConfigError(f"per_class must be 'proportional', 'balanced' or None, got {per_class!r}")
 
 
+PROBE_NOTE = ("the methods with a probe are entropy, margin, least-confidence, el2n, gradnorm, forgetting, and the "
+              "geometric methods with features='embedding'")
+
+
+def apply_floor(budgets: np.ndarray | None, counts: np.ndarray, floor: int, k: int, classes) -> np.ndarray:
+    """Raise every class's budget to ``floor``, taking the difference from the largest budgets."""
+    if budgets is None:
+        raise ConfigError("min_per_class needs per-class budgets; use per_class='proportional' or 'balanced'")
+    if floor < 0:
+        raise ConfigError(f"min_per_class must be >= 0, got {floor}")
+    small = [f"'{classes[c]}' ({int(n)})" for c, n in enumerate(counts) if 0 < n < floor]
+    if small:
+        raise ConfigError(f"min_per_class={floor} is larger than class{'es' if len(small) > 1 else ''} "
+                          f"{', '.join(small)}; lower it to at most {int(counts[counts > 0].min())}")
+    present = counts > 0
+    if floor * present.sum() > k:
+        raise ConfigError(f"min_per_class={floor} x {int(present.sum())} classes needs {floor * int(present.sum())} "
+                          f"samples but the budget is {k}; lower min_per_class or raise the size")
+    out = budgets.copy()
+    need = np.where(present, np.maximum(floor - out, 0), 0)
+    out += need
+    for _ in range(int(need.sum())):
+        c = int(np.argmax(np.where(out > floor, out, -1)))
+        out[c] -= 1
+    return out
+
+
 class Selector:
     """Base class. Subclasses set ``name``, ``summary``, ``cost`` and implement :meth:`_select_pool`.
 
@@ -85,7 +112,9 @@ class Selector:
         size: how many samples to keep, or
         ratio: the fraction of the training set to keep, in (0, 1].
         per_class: "proportional" (default), "balanced" or None (choose globally).
-        random_state: seed; the same seed gives the same subset.
+        random_state: seed; the same seed gives the same subset (probes included).
+        min_per_class: a floor on every class's budget, so rare classes are not lost (taken from the
+            largest classes' budgets).
 
     Fitted attributes: ``indices_`` (kept rows of the training split, sorted by selection order within
     each class), ``weights_`` (originals each kept sample stands for, or ones), ``scores_`` (per-sample
@@ -97,11 +126,12 @@ class Selector:
     cost = ""
 
     def __init__(self, size: int | None = None, ratio: float | None = None, *,
-                 per_class: str | None = "proportional", random_state: int | None = 0):
+                 per_class: str | None = "proportional", random_state: int | None = 0, min_per_class: int = 0):
         self.size = size
         self.ratio = ratio
         self.per_class = per_class
         self.random_state = random_state
+        self.min_per_class = min_per_class
 
     def get_params(self) -> dict:
         return {n: getattr(self, n) for n in init_parameter_names(self) if hasattr(self, n)}
@@ -121,6 +151,8 @@ class Selector:
             raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
+        if getattr(self, "soft_labels", False) and not getattr(self, "has_probe", True):
+            raise ConfigError(f"{self.name}: soft labels need a probe; {PROBE_NOTE}")
         self.scores_ = None
         self._prepare(dataset, np.random.default_rng(self.random_state))
         results = [self._select_part(pool, kc, seed) for pool, kc, seed in self.partitions(dataset, k)]
@@ -134,6 +166,8 @@ class Selector:
         any order and give the same subset as a sequential run.
         """
         budgets = allocate(dataset.class_counts(), k, self.per_class)
+        if self.min_per_class:
+            budgets = apply_floor(budgets, dataset.class_counts(), int(self.min_per_class), k, dataset.classes)
         base_seed = [] if self.random_state is None else [int(self.random_state)]
         if budgets is None:
             return [(np.arange(len(dataset)), k, [*base_seed, 2**32 - 1])]  # a part id no class uses
@@ -170,8 +204,22 @@ class Selector:
             "source_samples": len(dataset),
             "timings": {"select_seconds": self.seconds_},
         }
+        soft = None
+        if getattr(self, "soft_labels", False):
+            soft = self.soft_labels_for(self.indices_)
+            meta["soft_labels"] = {"temperature": float(self.temperature), "teacher": f"{self.name} probe"}
         return DistilledSet(X=dataset.X[self.indices_], y=dataset.y[self.indices_], classes=dataset.classes,
-                            indices=self.indices_, weights=self.weights_, meta=meta)
+                            indices=self.indices_, weights=self.weights_, soft_labels=soft, meta=meta)
+
+    def soft_labels_for(self, rows: np.ndarray) -> np.ndarray:
+        """The probe's class probabilities at ``temperature`` for training ``rows`` (methods with a probe)."""
+        logits = getattr(self, "probe_logits_", None)
+        if logits is None:
+            raise ConfigError(f"{self.name}: soft labels need a probe; {PROBE_NOTE}")
+        z = np.asarray(logits[rows], dtype=np.float64) / float(self.temperature)
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def fit_transform(self, dataset: Dataset) -> DistilledSet:
         return self.fit(dataset).transform(dataset)
@@ -212,8 +260,8 @@ class RandomSelector(Selector):
     summary = "uniformly random samples (the baseline every method must beat)"
     cost = "O(N)"
 
-    def __init__(self, size=None, ratio=None, *, per_class=None, random_state=0):
-        super().__init__(size, ratio, per_class=per_class, random_state=random_state)
+    def __init__(self, size=None, ratio=None, *, per_class=None, random_state=0, min_per_class=0):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
 
     def _select_pool(self, pool, k, rng):
         return rng.choice(pool, size=k, replace=False), None

@@ -70,11 +70,13 @@ class DBSCANSelector(FeatureSelector):
     cost = "O(N log N) to O(N^2) neighbourhood queries + k-means within clusters"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  eps: float | None = None, min_samples: int = 5,
                  max_points: int = 20_000):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.eps = eps
         self.min_samples = min_samples
         self.max_points = max_points

@@ -101,10 +101,12 @@ class FacilityLocationSelector(FeatureSelector):
     cost = "O(N log N·d) kNN graph + O(N·n_neighbors) memory; lazy greedy over the sparse graph"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  n_neighbors: int = 20):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.n_neighbors = n_neighbors
 
     def _prepare(self, dataset, rng):

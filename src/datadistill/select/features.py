@@ -7,15 +7,15 @@ import torch
 
 from ..data.dataset import Dataset
 from ..errors import ConfigError
-from ..training import embed, resolve_device
-from .base import Selector
+from ..training import embed, predict_logits, resolve_device
+from .base import PROBE_NOTE, Selector
 
 FEATURE_SPACES = ("raw", "embedding")
 
 
 def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None = None, model: str = "mlp",
                     epochs: int = 5, seed: int = 0, device: str | torch.device | None = "auto",
-                    probe_params: dict | None = None) -> np.ndarray:
+                    probe_params: dict | None = None, return_logits: bool = False):
     """One float32 row per training sample: the space geometric selectors measure distances in.
 
     Args:
@@ -24,6 +24,7 @@ def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None 
         model, epochs, device: the probe used for "embedding".
         seed: the probe's and PCA's seed.
         probe_params: extra probe recipe options (``min_steps``, ``lr``, ``batch_size``).
+        return_logits: also return the embedding probe's logits (None for "raw").
     """
     from ..scores.probe import model_inputs, train_probe
 
@@ -34,7 +35,9 @@ def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None 
         net, _ = train_probe(dataset, model=model, epochs=epochs, seed=seed, device=device, preprocessor=pre,
                              inputs=inputs, **(probe_params or {}))
         Z = embed(net, inputs)
+        logits = predict_logits(net, inputs)
     else:
+        logits = None
         Z = inputs.reshape(len(inputs), -1)
     Z = np.ascontiguousarray(Z, dtype=np.float32)
     if pca is not None:
@@ -46,7 +49,7 @@ def sample_features(dataset: Dataset, *, features: str = "raw", pca: int | None 
 
             Z = PCA(n_components=pca, svd_solver="randomized", random_state=seed).fit_transform(Z)
             Z = np.ascontiguousarray(Z, dtype=np.float32)
-    return Z
+    return (Z, logits) if return_logits else Z
 
 
 class FeatureSelector(Selector):
@@ -57,25 +60,32 @@ class FeatureSelector(Selector):
         pca: optional number of principal components.
         model, epochs: the probe for "embedding"; probe_params: its recipe options (``min_steps``, ``lr``).
         device: "auto" (CUDA when present), "cpu" or "cuda" for the method's tensor work.
+        soft_labels, temperature: store the embedding probe's class probabilities at ``temperature`` with the
+            selected set (needs ``features="embedding"``).
     """
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features: str = "raw",
                  pca: int | None = None, model: str = "mlp", epochs: int = 5, device: str = "auto",
-                 probe_params: dict | None = None):
-        super().__init__(size, ratio, per_class=per_class, random_state=random_state)
+                 probe_params: dict | None = None, min_per_class: int = 0, soft_labels: bool = False,
+                 temperature: float = 4.0):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
         self.features = features
         self.pca = pca
         self.model = model
         self.epochs = epochs
         self.device = device
         self.probe_params = probe_params
+        self.soft_labels = soft_labels
+        self.temperature = temperature
 
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         self.device_ = resolve_device(self.device)
         seed = 0 if self.random_state is None else int(self.random_state)
-        self.features_ = sample_features(dataset, features=self.features, pca=self.pca, model=self.model,
-                                         epochs=self.epochs, seed=seed, device=self.device_,
-                                         probe_params=self.probe_params)
+        if self.soft_labels and self.features != "embedding":
+            raise ConfigError(f"{self.name}: soft labels need a probe; use features='embedding' ({PROBE_NOTE})")
+        self.features_, self.probe_logits_ = sample_features(
+            dataset, features=self.features, pca=self.pca, model=self.model, epochs=self.epochs, seed=seed,
+            device=self.device_, probe_params=self.probe_params, return_logits=True)
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:
         """The pool's features as a float32 tensor on the method's device."""

@@ -80,11 +80,13 @@ class HerdingSelector(FeatureSelector):
     cost = "O(N·k·d) time, O(N·d) memory"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  kernel: str = "linear",
                  gamma: float | None = None):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.kernel = kernel
         self.gamma = gamma
 

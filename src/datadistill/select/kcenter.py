@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import register
 from .features import FeatureSelector
 
 
-def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = False, trim: float = 0.0,
+                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Greedy k-center on the rows of ``X``; returns (centres in selection order, cell sizes, radius).
 
     Args:
@@ -24,6 +25,11 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
         k: number of centres (<= N).
         first: row of the first centre (seeded by the caller).
         progress: show a progress bar.
+        trim: robust variant: the next centre is the row at the (1 - trim) quantile of distance to the
+            chosen centres instead of the farthest, so the ``trim`` share of most isolated rows (outliers,
+            often mislabelled) are never chosen just for being far (k-center with outliers in the spirit of
+            Charikar et al., 2001). 0 = classic farthest-first.
+        rng: generator for the fill-up when fewer than ``k`` distinct rows exist (duplicates).
     """
     n = len(X)
     sqn = (X * X).sum(dim=1)
@@ -61,13 +67,38 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
         owner[upd] = t
         mind[c] = 0.0
         owner[c] = t
-        c = int(torch.argmax(mind))
+        if t + 1 == k:
+            break
+        if trim > 0:
+            rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
+            target = torch.kthvalue(mind, rank).values
+            cand = torch.nonzero(mind <= target).squeeze(1)
+            c = int(cand[torch.argmax(mind[cand])])
+            if float(mind[c]) <= 0:
+                c = int(torch.argmax(mind))
+        else:
+            c = int(torch.argmax(mind))
+        if float(mind[c]) <= 0:
+            # every row coincides with a centre (fewer distinct rows than k): fill up with unchosen rows
+            taken = np.zeros(n, dtype=bool)
+            taken[chosen[:t + 1].cpu().numpy()] = True
+            rest = np.flatnonzero(~taken)
+            gen = rng if rng is not None else np.random.default_rng(0)
+            extra = gen.choice(rest, size=k - t - 1, replace=False)
+            chosen[t + 1:] = torch.as_tensor(extra, device=X.device)
+            break
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     sizes = torch.bincount(owner, minlength=k).cpu().numpy().astype(np.float64)
+    sizes[sizes == 0] = 1.0  # fill-up duplicates stand for themselves
     return chosen.cpu().numpy(), sizes, float(mind.max().clamp(min=0).sqrt())
+
+
+def auto_trim(keep_fraction: float) -> float:
+    """The default trimmed share: the most isolated rows are left out more the smaller the budget."""
+    return float(np.clip(0.5 * (1.0 - keep_fraction) - 0.1, 0.0, 0.4))
 
 
 @register
@@ -76,7 +107,19 @@ class KCenterSelector(FeatureSelector):
 
     ``weights_`` are the sizes of the chosen centres' cells (samples nearest to each); ``radius_`` the
     covering radius of each pool (a list, one per class when per_class is set).
+
+    Args:
+        trim: share of each pool's most isolated rows that farthest-first may skip (see
+            :func:`kcenter_greedy`); "auto" (default) follows the budget, 0 is classic k-center.
     """
+
+    def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0,
+                 soft_labels=False, temperature=4.0, trim="auto"):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+        self.trim = trim
 
     name = "kcenter"
     summary = "k-center greedy: cover the data with the smallest largest distance (core-set)"
@@ -89,6 +132,9 @@ class KCenterSelector(FeatureSelector):
     def _select_pool(self, pool, k, rng):
         X = self._tensor(pool)
         first = int(rng.integers(len(pool)))
-        chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7)
+        trim = auto_trim(k / len(pool)) if self.trim == "auto" else float(self.trim)
+        if not 0 <= trim < 1:
+            raise ConfigError(f"kcenter: trim must be in [0, 1) or 'auto', got {self.trim!r}")
+        chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7, trim=trim, rng=rng)
         self.radius_.append(radius)
         return pool[chosen], sizes

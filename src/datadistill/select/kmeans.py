@@ -66,11 +66,13 @@ class KMeansSelector(FeatureSelector):
     cost = "O(N·k·d) per Lloyd iteration (mini-batches for large pools)"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  minibatch_above: int = 2_000_000,
                  max_iter: int = 100):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.minibatch_above = minibatch_above
         self.max_iter = max_iter
 

@@ -358,12 +358,14 @@ class KMedoidsSelector(FeatureSelector):
     cost = "O(N^2·d) time and O(N^2) memory per pool up to max_matrix; O(N·k·d) per iteration beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
-                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None,
+                 pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
+                 temperature=4.0,
                  max_matrix: int = 12_000, max_passes: int = 100,
                  swap_candidates: int = 2000, n_init: int = 1, n_perturb: int = 12,
                  perturb_fraction: float = 0.1):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
-                         model=model, epochs=epochs, device=device, probe_params=probe_params)
+                         model=model, epochs=epochs, device=device, probe_params=probe_params,
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.max_matrix = max_matrix
         self.max_passes = max_passes
         self.swap_candidates = swap_candidates

@@ -1,4 +1,4 @@
-"""Score-based selectors: keep the top-k samples of a per-sample importance score (see datadistill.scores)."""
+"""Score-based selectors: a per-sample difficulty score (datadistill.scores) + a strategy (select.strategy)."""
 
 from __future__ import annotations
 
@@ -7,57 +7,78 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..errors import ConfigError
 from .base import Selector, register
+from .strategy import DEFAULT_STRATA, STRATEGIES, choose
 
 
 class ScoreSelector(Selector):
-    """Keep the k samples with the highest (or lowest) score in each pool.
+    """Choose samples by a per-sample difficulty score of a probe, with a selection strategy.
+
+    The default strategy, ``coverage``, never keeps only the hardest samples: it drops the samples the probe
+    misclassifies and the hardest tail (more of it the smaller the budget), then spreads the budget over
+    score strata (see :mod:`datadistill.select.strategy`). ``strategy="hardest"`` is the plain top-k.
 
     Args:
-        order: "highest", "lowest" or None (the score's most informative end: see ``datadistill.scores``).
+        strategy: "coverage" (default), "moderate", "hardest" (top-k) or "easiest".
+        order: "highest", "lowest" or None: which end of the score is hardest (default: the score's own,
+            see ``datadistill.scores``).
         model: the probe model (logreg, mlp, convnet, resnet18).
         epochs: probe epochs (raised on small data so the probe converges).
-        seeds: one probe per seed, scores averaged.
+        seeds: probe seeds, scores averaged; default None = one probe seeded by ``random_state``.
         device: "auto" (CUDA when present), "cpu" or "cuda".
-        score_params: extra scorer options (e.g. ``{"last_layer": True}`` for gradnorm).
+        score_params: extra scorer options (e.g. ``{"last_layer": True}`` for gradnorm, ``min_steps``).
+        soft_labels: store the probe's class probabilities at ``temperature`` with the selected set.
+        temperature: softening temperature of those probabilities.
+        n_strata: strata of the ``coverage`` strategy.
     """
 
     score_name = ""
     cost = "one probe training + one pass over the data"
+    has_probe = True
 
-    def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, order: str | None = None,
-                 model: str = "mlp", epochs: int = 5, seeds=(0,), device: str = "auto",
-                 score_params: dict | None = None):
-        super().__init__(size, ratio, per_class=per_class, random_state=random_state)
+    def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
+                 strategy: str = "coverage", order: str | None = None, model: str = "mlp", epochs: int = 5,
+                 seeds=None, device: str = "auto", score_params: dict | None = None, soft_labels: bool = False,
+                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA):
+        super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
+        self.strategy = strategy
         self.order = order
         self.model = model
         self.epochs = epochs
         self.seeds = seeds
         self.device = device
         self.score_params = score_params
+        self.soft_labels = soft_labels
+        self.temperature = temperature
+        self.n_strata = n_strata
 
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
-        from ..scores import SCORERS, score
+        from ..scores import SCORERS, score_with_logits
 
         order = self.order or SCORERS[self.score_name].informative
         if order not in ("highest", "lowest"):
             raise ConfigError(f"{self.name}: order must be 'highest' or 'lowest', got {self.order!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"{self.name}: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         self.order_ = order
-        self.scores_ = score(dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=self.seeds,
-                             device=self.device, **(self.score_params or {}))
+        seeds = self.seeds if self.seeds is not None else (0 if self.random_state is None else int(self.random_state),)
+        self.scores_, self.probe_logits_ = score_with_logits(
+            dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=seeds, device=self.device,
+            **(self.score_params or {}))
+        self._labels = dataset.y
+        self.probe_error_ = float(np.mean(self.probe_logits_.argmax(axis=1) != dataset.y))
 
     def _select_pool(self, pool, k, rng):
         s = self.scores_[pool]
-        key = -s if self.order_ == "highest" else s
-        # ties broken by a seeded permutation so equal scores do not favour low row numbers
-        perm = rng.permutation(len(pool))
-        order = perm[np.argsort(key[perm], kind="stable")]
-        return pool[order[:k]], None
+        difficulty = s if self.order_ == "highest" else -s
+        wrong = self.probe_logits_[pool].argmax(axis=1) != self._labels[pool]
+        pos = choose(difficulty, k, rng, strategy=self.strategy, wrong=wrong, n_strata=self.n_strata)
+        return pool[pos], None
 
 
 def _score_selector(method: str, score_name: str, summary: str) -> type[ScoreSelector]:
     cls = type(f"{score_name.title().replace('-', '')}Selector", (ScoreSelector,),
                {"name": method, "score_name": score_name, "summary": summary, "__module__": __name__,
-                "__doc__": f"Top-k by the '{score_name}' score. {summary}."})
+                "__doc__": f"Selection by the '{score_name}' score ({summary}); see ScoreSelector."})
     return register(cls)
 
 
