@@ -11,9 +11,13 @@ Protocol (what every row shares):
   validation rows minus any row the set contains.
 - The test split is used once per row, after training, to measure accuracy; never for training or
   early stopping.
-- The model and training recipe (:func:`default_recipe`) are the same for every row; ``min_steps``
-  gives tiny subsets enough optimiser steps, so their training time does not shrink below that floor,
-  and early-stopping patience spans at least ``min_steps / 2`` steps (:func:`scaled_patience`).
+- The model and training recipe (:func:`default_recipe`) are the same for every row. By default every row
+  trains to convergence under one rule counted in optimiser steps (:func:`budget_rule` words it; reports
+  state it); ``budget="epochs"`` gives the founding paper's equal-epochs protocol instead, and
+  ``budgeted_full=True`` adds, per size and seed, a full-data row trained for as many optimiser steps as
+  the random subset of that size took (on one training run, fewer steps on all the data often win).
+- Soft-label rows (``soft_labels``) train a subset on the temperature-scaled class probabilities of a
+  teacher: the seed's full-data model (trained under the same rule).
 - Samples are trained in ascending row order, so a subset equal to the pool trains exactly as the full row.
 """
 
@@ -41,30 +45,68 @@ from .report import REPORT_JSON, Report, atomic_write
 from .training import TrainConfig, resolve_device
 
 ROWS_FILE = "rows.jsonl"
+BUDGETED_FULL = "full (budgeted)"
+SOFT = "+soft"
 RUN_FILE = "run.json"
 POINTS_MAX = 20_000
 
+# The default budget rule ("converge"): every row, whatever its size, trains with the same optimiser until
+# validation accuracy has not improved for PATIENCE_STEPS optimiser steps (checked every EVAL_EVERY steps,
+# never before MIN_STEPS), at most MAX_STEPS steps, and keeps its best validation weights. The rule counts
+# optimiser steps, not epochs, so neither a small nor a large set gets more updates by construction.
+MIN_STEPS, PATIENCE_STEPS, EVAL_EVERY, MAX_STEPS = 500, 1000, 50, 30_000
+BUDGETS = ("converge", "epochs")
+_STEP_RULE = {"min_steps": MIN_STEPS, "patience_steps": PATIENCE_STEPS, "eval_every": EVAL_EVERY,
+              "max_steps": MAX_STEPS, "epochs": 1, "max_epochs": 1}
+
 RECIPES: dict[str, TrainConfig] = {
-    "logreg": TrainConfig(epochs=10, batch_size=256, lr=1e-2, optimizer="adam", min_steps=200, max_epochs=500,
-                          patience=3),
-    "mlp": TrainConfig(epochs=10, batch_size=256, lr=1e-3, optimizer="adam", min_steps=200, max_epochs=500,
-                       patience=3),
-    "convnet": TrainConfig(epochs=10, batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                           min_steps=200, max_epochs=500, patience=3),
-    "resnet18": TrainConfig(epochs=10, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                            min_steps=200, max_epochs=500, patience=3),
+    "logreg": TrainConfig(batch_size=256, lr=1e-2, optimizer="adam", **_STEP_RULE),
+    "mlp": TrainConfig(batch_size=256, lr=1e-3, optimizer="adam", **_STEP_RULE),
+    "convnet": TrainConfig(batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
+    "resnet18": TrainConfig(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
 }
+EQUAL_EPOCHS = 10
 
 
-def default_recipe(model: str) -> TrainConfig:
-    """The training recipe evaluation uses for ``model`` (a copy; change fields freely)."""
+def default_recipe(model: str, budget: str = "converge", epochs: int = EQUAL_EPOCHS) -> TrainConfig:
+    """The training recipe evaluation uses for ``model`` (a copy; change fields freely).
+
+    Args:
+        budget: ``converge`` (default): the step rule above, early stopping on the validation split;
+            ``epochs``: the founding paper's protocol, the same ``epochs`` for every row and no early stopping,
+            so a 10x smaller set trains ~10x faster.
+    """
     if model not in MODELS:
         raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
-    return replace(RECIPES[model])
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget '{budget}'; choose one of: {', '.join(BUDGETS)}")
+    cfg = replace(RECIPES[model])
+    if budget == "epochs":
+        if int(epochs) < 1:
+            raise ConfigError(f"epochs must be at least 1, got {epochs}")
+        cfg = replace(cfg, epochs=int(epochs), max_epochs=int(epochs), min_steps=0, max_steps=0, patience_steps=0,
+                      eval_every=0, patience=0)
+    return cfg
+
+
+def budget_rule(cfg: TrainConfig) -> str:
+    """One sentence naming the rule under which every row of a report was trained."""
+    if cfg.max_steps and cfg.patience_steps:
+        return (f"trained to convergence: early stopping on the validation split when accuracy has not improved "
+                f"for {cfg.patience_steps} optimiser steps (checked every {cfg.eval_every or 'epoch'} steps, at least "
+                f"{cfg.min_steps}, at most {cfg.max_steps} steps; best validation weights kept); the same rule for "
+                "every row, counted in optimiser steps, so no set gets more updates for its size")
+    if cfg.max_steps:
+        return f"a fixed budget of {cfg.max_steps} optimiser steps for every row"
+    if not cfg.patience and not cfg.patience_steps:
+        return (f"the same {cfg.epochs} epochs for every row, no early stopping (the founding paper's protocol: a "
+                "10x smaller set trains ~10x faster)")
+    return (f"{cfg.epochs} epochs (raised to at least {cfg.min_steps} optimiser steps, at most {cfg.max_epochs} "
+            f"epochs), early stopping after {cfg.patience} epochs without validation improvement")
 
 
 def scaled_patience(config: TrainConfig, n: int) -> TrainConfig:
-    """The recipe for a set of ``n`` samples: patience covers at least ``min_steps / 2`` optimiser steps.
+    """For an epoch-patience recipe: patience covers at least ``min_steps / 2`` optimiser steps on ``n`` samples.
 
     Small sets get many short epochs (``min_steps``), so a fixed patience in epochs would stop them after a
     few dozen optimiser steps on an early validation plateau (e.g. the majority-class rate).
@@ -243,6 +285,11 @@ def evaluate(
     device: str = "auto",
     progress: bool | Callable[[dict], None] = True,
     command: str | None = None,
+    budget: str = "converge",
+    epochs: int = EQUAL_EPOCHS,
+    budgeted_full: bool = False,
+    soft_labels: Sequence[str] | bool = (),
+    temperature: float = 4.0,
 ) -> Report:
     """Train a fresh model on the full pool, random subsets, selected subsets and loaded sets; test each.
 
@@ -269,6 +316,13 @@ def evaluate(
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         progress: show a progress bar (True), nothing (False), or call ``progress(row)`` as each row finishes.
         command: the command line to record in the report.
+        budget: ``converge`` (default: every row to convergence under one step rule) or ``epochs`` (the same
+            ``epochs`` for every row, no early stopping); ignored when ``train_config`` is given.
+        epochs: the epoch count of ``budget="epochs"``.
+        budgeted_full: add "full (budgeted)" rows: full data trained for the random row's number of steps.
+        soft_labels: methods (or True for all, random included) that also get a "+soft" row trained on a
+            teacher's soft labels at ``temperature`` (the teacher: this seed's full-data model).
+        temperature: softening temperature of those labels.
 
     Raises:
         ConfigError: unknown model, method or protocol; a ratio outside (0, 1]; bad seeds.
@@ -304,10 +358,16 @@ def evaluate(
     stray = sorted(set(method_params) - set(methods) - {"random"})
     if stray:
         raise ConfigError(f"method_params given for {', '.join(stray)}, which is not among the methods evaluated")
-    cfg = train_config or default_recipe(model)
+    cfg = train_config or default_recipe(model, budget, epochs)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a positive number, got {temperature}")
     dev = str(resolve_device(device))
     loaded = [_load_distilled(item, dataset) for item in distilled]
     methods = ["random"] + [m for m in dict.fromkeys(methods) if m not in ("random", "full")]
+    soft_methods = list(methods) if soft_labels is True else [m for m in (soft_labels or ()) if m]
+    stray_soft = [m for m in soft_methods if m not in methods]
+    if stray_soft:
+        raise ConfigError(f"soft_labels names {', '.join(stray_soft)}, which is not among the methods evaluated")
 
     out_path = Path(out) if out is not None else None
     run = _RunDir(out_path, resume, overwrite)
@@ -316,7 +376,7 @@ def evaluate(
     pool_size = len(dataset) - n_val
     run_key = {"fingerprint": dataset.fingerprint, "model": model, "recipe": cfg.to_dict(),
                "validation_fraction": validation_fraction, "validation_max": validation_max,
-               "use_weights": use_weights, "protocol": protocol,
+               "use_weights": use_weights, "protocol": protocol, "temperature": float(temperature),
                "protocol_options": {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in (protocol_options or {}).items()}}
     run.check_context(run_key)
@@ -327,6 +387,9 @@ def evaluate(
         "n_features": dataset.n_features, "sample_shape": list(dataset.sample_shape),
         "classes": list(dataset.classes), "model": model, "recipe": cfg.to_dict(), "device": dev,
         "seeds": seed_list, "use_weights": use_weights, "protocol": protocol,
+        "budget_rule": budget_rule(cfg), "soft_label_teacher": (
+            f"the seed's full-data {model} (same rule), probabilities at temperature {temperature}"
+            if soft_methods else None),
         "environment": environment(dev), "command": command,
         "protocol_note": ("validation rows for early stopping come from the training split and are excluded "
                           "from the pool that subsets are chosen from; ratio = fraction of that pool"),
@@ -344,6 +407,10 @@ def evaluate(
     for label in ["full", *methods]:
         for r in ([1.0] if label == "full" else ratio_list):
             plan += [(label, r, s) for s in seed_list]
+        if label == "random" and budgeted_full:
+            plan += [(BUDGETED_FULL, r, s) for r in ratio_list for s in seed_list]
+        if label in soft_methods:
+            plan += [(label + SOFT, r, s) for r in ratio_list for s in seed_list]
     for ds_item, label in loaded:
         delegated = protocol == "dc" and ds_item.meta.get("kind") == "synthetic"
         plan += [(label, ds_item, s) for s in (seed_list[:1] if delegated else seed_list)]
@@ -366,22 +433,57 @@ def evaluate(
         if out_path is not None and run.done:
             report().render(out_path)
 
+    teachers: dict[int, np.ndarray] = {}
+    selections: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None, float]] = {}
+
     def train_and_test(idx: np.ndarray | None, seed: int, val_idx: np.ndarray, *, X=None, y=None,
-                       weights=None, soft=None) -> dict:
+                       weights=None, soft=None, soft_temperature: float = 1.0, budget_steps: int | None = None,
+                       keep_teacher: bool = False) -> dict:
         if idx is not None:
             order = np.argsort(idx, kind="stable")
             idx = idx[order]
             X, y = X_model[idx], dataset.y[idx]
             weights = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
+            soft = None if soft is None else np.asarray(soft)[order]
         net = build_model(model, pre.model_shape, dataset.n_classes, seed=seed)
         validation = (X_model[val_idx], dataset.y[val_idx]) if len(val_idx) else None
-        row_cfg = scaled_patience(cfg, len(y))
+        row_cfg = scaled_patience(cfg, len(y)) if budget_steps is None else replace(
+            cfg, max_steps=int(budget_steps), min_steps=0, patience_steps=0, patience=0, epochs=1, max_epochs=1)
+        if soft is not None:
+            row_cfg = replace(row_cfg, soft_temperature=float(soft_temperature))
         result = training.train(net, X, y, row_cfg, sample_weight=weights, soft_labels=soft, validation=validation,
                                 device=dev, seed=seed, description="train")
-        acc = training.accuracy(result.model, X_test, y_test, device=dev)
-        val = max((h["val_accuracy"] for h in result.history if "val_accuracy" in h), default=None)
+        pred = training.predict_logits(result.model, X_test, device=dev).argmax(axis=1)
+        acc = float((pred == y_test).mean())
+        if keep_teacher:
+            teachers[seed] = training.predict_logits(result.model, X_model, device=dev)
+        val = max((h["val_accuracy"] for h in result.history if h.get("val_accuracy") is not None), default=None)
         return {"test_accuracy": acc, "val_accuracy": val, "train_seconds": result.seconds,
-                "validation_seconds": result.validation_seconds, "epochs": result.epochs, "steps": result.steps, "weighted": weights is not None}
+                "validation_seconds": result.validation_seconds, "epochs": result.epochs, "steps": result.steps,
+                "best_step": result.best_step, "stop_reason": result.stop_reason, "weighted": weights is not None,
+                "soft_labels": soft is not None, "class_accuracy": per_class_accuracy(pred, y_test, dataset.n_classes)}
+
+    def teacher_probs(seed: int, rows: np.ndarray, pool: np.ndarray, val_idx: np.ndarray) -> np.ndarray:
+        if seed not in teachers:  # a resumed run: retrain the seed's full model (deterministic)
+            train_and_test(pool, seed, val_idx, keep_teacher=True)
+        z = teachers[seed][rows].astype(np.float64) / temperature
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def selected(label: str, size: int, seed: int, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        key = (label, size, seed)
+        if key not in selections:
+            pool_ds = Dataset(X=dataset.X[pool], y=dataset.y[pool], classes=dataset.classes, test=None,
+                              name=f"{dataset.name}[pool]", info=dict(dataset.info))
+            params = dict(method_params.get(label, {}))
+            selector = get_selector(label, size=size, random_state=seed, **params)
+            t0 = time.perf_counter()
+            selector.fit(pool_ds)
+            select_seconds = time.perf_counter() - t0
+            chosen = pool[np.asarray(selector.indices_, dtype=np.int64)]
+            selections[key] = (chosen, getattr(selector, "weights_", None), select_seconds)
+        return selections[key]
 
     current = None
     try:
@@ -401,7 +503,16 @@ def evaluate(
                 continue
             row = {"method": label, "size": size, "seed": seed, "ratio": size / pool_size}
             if label == "full":
-                row.update(kind="full", select_seconds=0.0, **train_and_test(pool, seed, val_idx))
+                row.update(kind="full", select_seconds=0.0,
+                           **train_and_test(pool, seed, val_idx, keep_teacher=bool(soft_methods)))
+            elif label == BUDGETED_FULL:
+                ref = run.done.get(("random", size, seed))
+                if ref is None:
+                    chosen, _, _ = selected("random", size, seed, pool)
+                    ref = train_and_test(chosen, seed, val_idx)
+                row.update(kind="budgeted-full", select_seconds=0.0, budget_steps=int(ref["steps"]),
+                           **train_and_test(pool, seed, val_idx, budget_steps=int(ref["steps"])))
+                row["size"] = size
             elif isinstance(what, DistilledSet):
                 row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol,
                                           dict(protocol_options or {}), dev,
@@ -413,20 +524,15 @@ def evaluate(
                         bar.update(1)
                     continue
             else:
-                pool_ds = Dataset(X=dataset.X[pool], y=dataset.y[pool], classes=dataset.classes, test=None,
-                                  name=f"{dataset.name}[pool]", info=dict(dataset.info))
-                params = dict(method_params.get(label, {}))
-                selector = get_selector(label, size=size, random_state=seed, **params)
-                t0 = time.perf_counter()
-                selector.fit(pool_ds)
-                select_seconds = time.perf_counter() - t0
-                chosen = pool[np.asarray(selector.indices_, dtype=np.int64)]
-                weights = getattr(selector, "weights_", None)
+                base = label[:-len(SOFT)] if label.endswith(SOFT) else label
+                chosen, weights, select_seconds = selected(base, size, seed, pool)
                 use = use_weights and weights is not None and not np.allclose(weights, 1.0)
+                soft = teacher_probs(seed, chosen, pool, val_idx) if label.endswith(SOFT) else None
                 row.update(kind="selection", select_seconds=select_seconds, size=len(chosen),
-                           **train_and_test(chosen, seed, val_idx, weights=weights if use else None))
+                           **train_and_test(chosen, seed, val_idx, weights=weights if use else None, soft=soft,
+                                            soft_temperature=temperature))
                 row["classes_present"] = int(len(np.unique(dataset.y[chosen])))
-                if two_d:
+                if two_d and not label.endswith(SOFT):
                     row["indices"] = np.sort(chosen).tolist()
             run.append(row)
             if bar is not None:
@@ -442,6 +548,15 @@ def evaluate(
         if bar is not None:
             bar.close()
     return report()
+
+
+def per_class_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[float | None]:
+    """Accuracy on each class's test samples (None for a class absent from the test split)."""
+    out: list[float | None] = []
+    for c in range(n_classes):
+        mask = y == c
+        out.append(float((pred[mask] == c).mean()) if mask.any() else None)
+    return out
 
 
 def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray, dataset: Dataset,
@@ -470,9 +585,13 @@ def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray,
     weights = ds.weights if use_weights and ds.weights is not None else None
     if ds.indices is not None:
         val_idx = np.setdiff1d(val_idx, np.asarray(ds.indices, dtype=np.int64))
-    soft = ds.soft_labels if kind == "synthetic" else None
+    soft = ds.soft_labels
+    # a selection's soft labels are a probe's probabilities at a temperature (KD loss); a synthetic set's are
+    # learned label distributions (plain cross entropy)
+    soft_t = float((ds.meta.get("soft_labels") or {}).get("temperature", 1.0)) if kind != "synthetic" else 1.0
     X = pre.transform(ds.X)
-    stats = train_and_test(None, seed, val_idx, X=X, y=np.asarray(ds.y, dtype=np.int64), weights=weights, soft=soft)
+    stats = train_and_test(None, seed, val_idx, X=X, y=np.asarray(ds.y, dtype=np.int64), weights=weights, soft=soft,
+                           soft_temperature=soft_t)
     return {"kind": kind, "select_seconds": select_seconds, **stats}
 
 
