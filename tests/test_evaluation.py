@@ -270,3 +270,43 @@ def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
     rows = [r for r in report.rows if r["method"] == "toy:loaded"]
     assert len(rows) == 5 and {r["seed"] for r in rows} == set(range(5))
     assert all(r["kind"] == "synthetic" and r["select_seconds"] == 1.5 for r in rows)
+
+
+def test_default_budget_is_one_step_rule_and_random_curve_rises(digits):
+    from datadistill.evaluation import budget_rule, default_recipe
+
+    cfg = default_recipe("mlp")
+    assert cfg.max_steps and cfg.patience_steps and "convergence" in budget_rule(cfg)
+    report = evaluate(digits, methods=["random"], ratios=[0.05, 0.2, 0.5], seeds=2, model="mlp", progress=False)
+    agg = {(a["method"], a["size"]): a for a in report.aggregate()}
+    rand = sorted((s, a["accuracy_mean"]) for (m, s), a in agg.items() if m == "random")
+    accs = [a for _, a in rand]
+    assert accs[0] < accs[1] < accs[2] + 0.01  # more data, no worse a model (the old epoch rule broke this)
+    rows = [r for r in report.rows if r["method"] == "random"]
+    assert all(r["stop_reason"] in ("patience", "budget") and r["best_step"] is not None for r in rows)
+    assert report.context["budget_rule"] == budget_rule(cfg)
+    assert len(rows[0]["class_accuracy"]) == 10
+
+
+def test_equal_epochs_budget_trains_every_row_the_same_epochs(blobs):
+    report = evaluate(blobs, methods=["random"], ratios=[0.1, 0.5], seeds=1, model="logreg", budget="epochs",
+                      epochs=3, progress=False)
+    assert {r["epochs"] for r in report.rows} == {3}
+    steps = sorted((r["size"], r["steps"]) for r in report.rows)
+    assert steps[0][1] < steps[1][1] < steps[2][1]  # equal epochs: a smaller set takes fewer steps
+    with pytest.raises(ConfigError, match="budget"):
+        evaluate(blobs, budget="forever", progress=False)
+
+
+def test_budgeted_full_and_soft_label_rows(blobs):
+    report = _run(blobs, methods=["random", "entropy"], ratios=[0.1], seeds=1, budgeted_full=True,
+                  soft_labels=["random"], method_params={"entropy": {"score_params": {"min_steps": 20}}})
+    by = {r["method"]: r for r in report.rows}
+    assert set(by) == {"full", "random", "full (budgeted)", "random+soft", "entropy"}
+    assert by["full (budgeted)"]["steps"] == by["random"]["steps"]
+    assert by["full (budgeted)"]["size"] == by["random"]["size"]
+    assert by["random+soft"]["soft_labels"] and not by["random"]["soft_labels"]
+    with pytest.raises(ConfigError, match="soft_labels"):
+        _run(blobs, methods=["random"], ratios=[0.1], seeds=1, soft_labels=["kcenter"])
+    with pytest.raises(ConfigError, match="temperature"):
+        _run(blobs, methods=["random"], ratios=[0.1], seeds=1, soft_labels=True, temperature=0)

@@ -1,0 +1,160 @@
+"""Selection strategies over a difficulty score, noisy labels, k-center robustness, soft labels, class floors."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from datadistill.data.dataset import Dataset
+from datadistill.errors import ConfigError
+from datadistill.select import get_selector
+from datadistill.select.kcenter import kcenter_greedy
+from datadistill.select.strategy import STRATEGIES, choose, coverage_strata, hard_prune_fraction
+from datadistill.training import TrainConfig, train
+
+FAST_PROBE = {"score_params": {"min_steps": 60}}
+
+
+@pytest.fixture(scope="module")
+def noisy_blobs():
+    """Two well separated classes with 20% of the training labels flipped, plus a clean test split."""
+    X, y = make_blobs(n_samples=1600, centers=[[-2, 0, 0, 0], [2, 0, 0, 0]], cluster_std=1.2, random_state=0)
+    X = X.astype(np.float32)
+    rng = np.random.default_rng(0)
+    y_noisy = y.copy()
+    flip = rng.random(1000) < 0.2
+    y_noisy[:1000][flip] = 1 - y_noisy[:1000][flip]
+    ds = Dataset.create(X[:1000], y_noisy[:1000], test=(X[1000:], y[1000:]), name="noisy-blobs")
+    return ds, flip
+
+
+def test_coverage_spreads_over_strata_and_drops_the_hard_tail():
+    rng = np.random.default_rng(0)
+    difficulty = rng.exponential(size=5000)  # a long hard tail, as loss and entropy have
+    k = 200
+    pos = coverage_strata(difficulty, k, np.random.default_rng(1), prune=0.2)
+    assert len(np.unique(pos)) == k
+    cut = np.quantile(difficulty, 0.8)
+    assert difficulty[pos].max() <= cut + 1e-12  # nothing from the pruned hardest 20%
+    # coverage: the chosen scores span the kept range far better than top-k or bottom-k would
+    top = choose(difficulty, k, np.random.default_rng(1), strategy="hardest")
+    assert difficulty[top].min() >= np.sort(difficulty)[-k] - 1e-12
+    span = np.ptp(difficulty[pos]) / cut
+    assert span > 0.9
+    # the emptiest strata are filled first: the sparse hard end is over-represented relative to random
+    hard_share = np.mean(difficulty[pos] > np.quantile(difficulty, 0.6))
+    assert hard_share > 0.25
+
+
+def test_prune_fraction_follows_budget_and_leaves_enough():
+    assert hard_prune_fraction(0.01) > hard_prune_fraction(0.3) >= hard_prune_fraction(0.9) == 0.0
+    for keep in (0.01, 0.1, 0.5, 0.9, 1.0):
+        assert hard_prune_fraction(keep) <= 1 - keep + 1e-12
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_returns_k_unique_positions_deterministically(strategy):
+    d = np.round(np.random.default_rng(3).normal(size=300), 1)  # many ties
+    wrong = np.zeros(300, dtype=bool)
+    wrong[:250] = True  # too few right ones: the least hard wrong ones fill up
+    for w in (None, wrong):
+        a = choose(d, 120, np.random.default_rng(5), strategy=strategy, wrong=w)
+        b = choose(d, 120, np.random.default_rng(5), strategy=strategy, wrong=w)
+        assert len(np.unique(a)) == 120 and a.min() >= 0 and a.max() < 300
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError):
+        choose(d, 10, np.random.default_rng(0), strategy="median")
+
+
+def test_coverage_keeps_misclassified_rows_out_only_while_it_can():
+    d = np.arange(10, dtype=float)
+    wrong = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=bool)
+    pos = choose(d, 6, np.random.default_rng(0), strategy="coverage", wrong=wrong)
+    assert not wrong[pos].any()
+    pos = choose(d, 8, np.random.default_rng(0), strategy="coverage", wrong=wrong)
+    assert set(pos) == {0, 1, 2, 3, 4, 5, 6, 7}  # all right ones, then the least hard wrong ones
+
+
+@pytest.mark.parametrize("method", ["el2n", "entropy", "forgetting"])
+def test_default_strategy_avoids_flipped_labels_that_hardest_first_keeps(method, noisy_blobs):
+    ds, flip = noisy_blobs
+    default = get_selector(method, size=100, random_state=0, **FAST_PROBE).fit(ds)
+    hardest = get_selector(method, size=100, random_state=0, strategy="hardest", **FAST_PROBE).fit(ds)
+    noisy_default = flip[default.indices_].mean()
+    assert noisy_default < 0.1  # the data set has 20% flipped labels
+    if method != "entropy":  # label-aware scores put flipped rows first
+        assert flip[hardest.indices_].mean() > 0.5
+
+    def fit_acc(idx):
+        from datadistill.data import Preprocessor
+        from datadistill.models import build_model
+        from datadistill.training import accuracy
+
+        pre = Preprocessor.fit(ds)
+        net = build_model("logreg", pre.model_shape, 2, seed=0)
+        train(net, pre.transform(ds.X[idx]), ds.y[idx], TrainConfig(epochs=200, lr=0.05, batch_size=100))
+        return accuracy(net, pre.transform(ds.test.X), ds.test.y)
+
+    rand = np.mean([fit_acc(np.random.default_rng(s).choice(len(ds), 100, replace=False)) for s in range(3)])
+    assert fit_acc(default.indices_) >= rand - 0.01
+
+
+def test_probe_seed_follows_random_state(noisy_blobs):
+    ds, _ = noisy_blobs
+    a = get_selector("entropy", size=50, random_state=0, **FAST_PROBE).fit(ds)
+    b = get_selector("entropy", size=50, random_state=1, **FAST_PROBE).fit(ds)
+    assert not np.allclose(a.scores_, b.scores_)
+    c = get_selector("entropy", size=50, random_state=1, **FAST_PROBE).fit(ds)
+    np.testing.assert_array_equal(b.scores_, c.scores_)
+
+
+def test_kcenter_with_fewer_distinct_rows_than_k_fills_up():
+    X = np.repeat(np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32), 30, axis=0)
+    ds = Dataset.create(X, np.arange(len(X)) % 2, name="dups")
+    for trim in (0.0, "auto"):
+        s = get_selector("kcenter", size=40, per_class=None, trim=trim).fit(ds)
+        assert len(np.unique(s.indices_)) == 40
+        assert len(np.unique(X[s.indices_], axis=0)) == 7  # every distinct row is covered first
+
+
+def test_trimmed_kcenter_skips_outliers_and_classic_takes_them():
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(1000, 2)), rng.normal(size=(10, 2)) * 0.1 + 50]).astype(np.float32)
+    classic, _, _ = kcenter_greedy(torch.as_tensor(X), 20, first=0)
+    trimmed, _, _ = kcenter_greedy(torch.as_tensor(X), 20, first=0, trim=0.05)
+    assert (classic >= 1000).any()
+    assert not (trimmed >= 1000).any()
+
+
+def test_soft_labels_travel_with_the_set_and_need_a_probe(noisy_blobs, tmp_path):
+    from datadistill.data.artifact import DistilledSet
+
+    ds, _ = noisy_blobs
+    out = get_selector("margin", size=40, soft_labels=True, temperature=2.0, **FAST_PROBE).fit_transform(ds)
+    assert out.soft_labels.shape == (40, 2)
+    np.testing.assert_allclose(out.soft_labels.sum(axis=1), 1.0, rtol=1e-5)
+    assert out.meta["soft_labels"]["temperature"] == 2.0
+    back = DistilledSet.open(out.save(tmp_path / "soft"))
+    np.testing.assert_array_equal(back.soft_labels, out.soft_labels)
+    with pytest.raises(ConfigError, match="entropy, margin"):
+        get_selector("kcenter", size=40, soft_labels=True).fit(ds)
+    emb = get_selector("kmeans", size=40, soft_labels=True, features="embedding", epochs=1,
+                       probe_params={"min_steps": 30}).fit_transform(ds)
+    assert emb.soft_labels.shape == (40, 2)
+
+
+def test_min_per_class_floor_and_its_bad_input():
+    X, y = make_blobs(n_samples=1000, centers=3, n_features=4, random_state=0)
+    y = np.where(np.arange(1000) < 30, 2, np.where(y == 2, 0, y))  # class 2: 30 rows
+    ds = Dataset.create(X.astype(np.float32), y, name="rare")
+    plain = get_selector("stratified", size=50).fit(ds)
+    floored = get_selector("stratified", size=50, min_per_class=10).fit(ds)
+    assert np.sum(ds.y[plain.indices_] == 2) < 10
+    assert np.sum(ds.y[floored.indices_] == 2) == 10 and len(floored.indices_) == 50
+    with pytest.raises(ConfigError, match="larger than class"):
+        get_selector("stratified", size=50, min_per_class=31).fit(ds)
+    with pytest.raises(ConfigError, match="budget"):
+        get_selector("stratified", size=20, min_per_class=10).fit(ds)
+    with pytest.raises(ConfigError, match="per-class"):
+        get_selector("random", size=50, min_per_class=5).fit(ds)
