@@ -163,7 +163,7 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc=description, leave=False)
+        bar = tqdm(total=epochs, desc=description, leave=False, disable=None)
     start = time.perf_counter()
     validation_seconds = 0.0
 

@@ -42,7 +42,7 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=k, desc="k-center", leave=False)
+        bar = tqdm(total=k, desc="k-center", leave=False, disable=None)
     csq = torch.empty(k, device=X.device, dtype=X.dtype)
     for t in range(k):
         chosen[t] = c
