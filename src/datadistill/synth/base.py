@@ -246,9 +246,12 @@ class Distiller:
 
     def _restore(self, path: Path, ctx: Context, dataset: Dataset) -> tuple[int, list[dict]]:
         try:
-            blob = torch.load(path, map_location=ctx.device, weights_only=False)
+            # weights_only: tensors, dicts, lists, tuples, strings and numbers; a pickle that would run code is refused
+            blob = torch.load(path, map_location=ctx.device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-            raise ArtifactError(f"{path}: unreadable checkpoint ({exc}); delete it to start afresh") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{path}: unreadable or unsafe checkpoint ({first}); delete it to start afresh") from None
+        _check_checkpoint(path, blob, ctx)
         if blob.get("fingerprint") != dataset.fingerprint:
             raise ArtifactError(f"{path}: checkpoint was made on different data (fingerprint "
                                 f"{str(blob.get('fingerprint'))[:12]} vs {dataset.fingerprint[:12]}); "
@@ -256,15 +259,59 @@ class Distiller:
         if blob.get("method") != self.name or blob.get("key") != self._checkpoint_key():
             raise ArtifactError(f"{path}: checkpoint was made with other settings ({blob.get('method')}); "
                                 "delete it or use the same settings")
-        with torch.no_grad():
-            ctx.X_syn.copy_(blob["X_syn"].to(ctx.device))
-        for k, (kind, v) in blob["state"].items():
-            if kind == "state_dict":
-                ctx.state[k].load_state_dict(v)
-            else:
-                with torch.no_grad():
-                    ctx.state[k].copy_(v)
+        try:
+            with torch.no_grad():
+                ctx.X_syn.copy_(blob["X_syn"].to(ctx.device))
+            for k, (kind, v) in blob["state"].items():
+                if kind == "state_dict":
+                    ctx.state[k].load_state_dict(v)
+                else:
+                    with torch.no_grad():
+                        ctx.state[k].copy_(v)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{path}: checkpoint state does not fit this run ({exc}); delete it to start "
+                                "afresh") from None
         return int(blob["iteration"]), list(blob["curve"])
+
+
+def _check_checkpoint(path: Path, blob: object, ctx: Context) -> None:
+    """Raise ArtifactError naming ``path`` unless ``blob`` has the structure ``_save_checkpoint`` writes."""
+    def bad(problem: str) -> ArtifactError:
+        return ArtifactError(f"{path}: not a datadistill checkpoint ({problem}); delete it to start afresh")
+
+    if not isinstance(blob, dict):
+        raise bad(f"holds a {type(blob).__name__}, not a dict")
+    missing = [k for k in ("iteration", "curve", "X_syn", "state", "fingerprint", "method", "key") if k not in blob]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    for k in ("fingerprint", "method", "key"):
+        if not isinstance(blob[k], str):
+            raise bad(f"{k} is a {type(blob[k]).__name__}, not a string")
+    it = blob["iteration"]
+    if not isinstance(it, int) or isinstance(it, bool) or it < 0:
+        raise bad(f"iteration {it!r} is not a non-negative integer")
+    curve = blob["curve"]
+    if not isinstance(curve, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("iteration"), int) and isinstance(r.get("loss"), (int, float))
+            for r in curve):
+        raise bad("the learning curve is not a list of {iteration, loss} records")
+    X = blob["X_syn"]
+    if not isinstance(X, torch.Tensor) or tuple(X.shape) != tuple(ctx.X_syn.shape) or not X.is_floating_point():
+        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        raise bad(f"X_syn is {shape}, expected a float tensor of shape {tuple(ctx.X_syn.shape)}")
+    state = blob["state"]
+    if not isinstance(state, dict):
+        raise bad("state is not a dict")
+    for k, entry in state.items():
+        if k not in ctx.state or not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise bad(f"state entry {k!r} is unknown to this method or not a (kind, value) pair")
+        kind, value = entry
+        if kind == "state_dict" and isinstance(value, dict) and hasattr(ctx.state[k], "load_state_dict"):
+            continue
+        if (kind == "tensor" and isinstance(value, torch.Tensor) and isinstance(ctx.state[k], torch.Tensor)
+                and value.shape == ctx.state[k].shape):
+            continue
+        raise bad(f"state entry {k!r} ({kind!r}) does not match this method's state")
 
 
 def get_distiller(method: str, **params) -> Distiller:
