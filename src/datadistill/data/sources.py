@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,11 @@ def load(
 
 def _load_path(path: Path, label: str | None) -> Dataset:
     if path.is_dir():
-        if (path / "data_batch_1").exists() or (path / "cifar-10-batches-py").is_dir():
+        if is_cifar10_folder(path) or is_cifar10_folder(path / "cifar-10-batches-py"):
             return load_cifar10_batches(path)
+        if (path / "data_batch_1").exists() and not any(p.is_dir() for p in path.iterdir()):
+            raise DataError(f"{path}: looks like a CIFAR-10 python-batch folder but is incomplete; it needs "
+                            "data_batch_1..N and test_batch as regular files (batches.meta optional)")
         return load_image_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -196,6 +200,43 @@ def load_image_folder(path: str | os.PathLike) -> Dataset:
     )
 
 
+_TRAIN_BATCH = re.compile(r"^data_batch_([1-9][0-9]*)$")
+
+
+def is_cifar10_folder(path: Path) -> bool:
+    """The CIFAR-10 python layout: data_batch_1..N and test_batch as regular files, and no sub-folders."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    if any(e.is_dir() for e in entries):
+        return False
+    numbers = sorted(int(m.group(1)) for e in entries if (m := _TRAIN_BATCH.match(e.name)))
+    regular = all((path / n).is_file() for n in ["test_batch", *(f"data_batch_{i}" for i in numbers)])
+    return bool(numbers) and numbers == list(range(1, len(numbers) + 1)) and regular
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR-10 batches hold: dicts, lists, bytes, numbers and numpy arrays.
+
+    Any other global (the way a pickle runs code) is refused before it is looked up.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # numpy ints in label lists
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        if name in ("_reconstruct", "scalar"):
+            from numpy._core import multiarray
+
+            return getattr(multiarray, name)
+        return getattr(np, name)
+
+
 def load_cifar10_batches(path: str | os.PathLike) -> Dataset:
     """CIFAR-10 python batches (``data_batch_1..5``, ``test_batch``, ``batches.meta``); torchvision's root works too."""
     path = Path(path)
@@ -204,27 +245,57 @@ def load_cifar10_batches(path: str | os.PathLike) -> Dataset:
 
     def read(name: str) -> dict:
         f = path / name
-        if not f.exists():
+        if not f.is_file():
             raise DataError(f"{f}: missing CIFAR-10 batch file")
         with open(f, "rb") as fh:
             try:
-                return pickle.load(fh, encoding="bytes")
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-                raise DataError(f"{f}: not a CIFAR-10 python batch ({exc})") from None
+                batch = _BatchUnpickler(fh, encoding="bytes").load()
+            except pickle.UnpicklingError as exc:
+                raise DataError(f"{f}: not a CIFAR-10 python batch ({exc}); only dicts of bytes, lists and numpy "
+                                "arrays are read from these files") from None
+            except Exception as exc:  # noqa: BLE001 - any other unpickling failure means a bad file
+                raise DataError(f"{f}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+        if not isinstance(batch, dict):
+            raise DataError(f"{f}: not a CIFAR-10 python batch (holds a {type(batch).__name__}, not a dict)")
+        return batch
 
-    def arrays(batch: dict) -> tuple[np.ndarray, np.ndarray]:
-        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return data, np.asarray(batch[b"labels"], dtype=np.int64)
+    def arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+        batch, f = read(name), path / name
+        for key in (b"data", b"labels"):
+            if key not in batch:
+                found = ", ".join(repr(k) for k in list(batch)[:8])
+                raise DataError(f"{f}: key {key!r} missing (found {found or 'nothing'})")
+        data = batch[b"data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            shape = getattr(data, "shape", None)
+            raise DataError(f"{f}: key b'data' must be a uint8 array of shape (n, 3072), got "
+                            f"{type(data).__name__} {getattr(data, 'dtype', '')} {shape}")
+        labels = batch[b"labels"]
+        if not isinstance(labels, (list, np.ndarray)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+            raise DataError(f"{f}: key b'labels' must be a list of integer class ids")
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if len(labels) != len(data):
+            raise DataError(f"{f}: key b'labels' has {len(labels)} entries but b'data' {len(data)} images")
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{f}: key b'labels' holds the negative class id {int(labels.min())}")
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
-    train_files = sorted(p.name for p in path.glob("data_batch_*"))
-    parts = [arrays(read(n)) for n in train_files]
+    train_files = sorted((p.name for p in path.iterdir() if _TRAIN_BATCH.match(p.name)),
+                         key=lambda n: int(n.rsplit("_", 1)[1]))
+    if not train_files:
+        raise DataError(f"{path / 'data_batch_1'}: missing CIFAR-10 batch file")
+    parts = [arrays(n) for n in train_files]
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    Xt, yt = arrays(read("test_batch"))
+    Xt, yt = arrays("test_batch")
     classes = None
     if (path / "batches.meta").exists():
         meta = read("batches.meta")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])] or None
+        names = meta.get(b"label_names", [])
+        if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+            raise DataError(f"{path / 'batches.meta'}: key b'label_names' must be a list of names")
+        classes = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names] or None
     return Dataset.create(X, y, classes, test=(Xt, yt), name="cifar10", origin=str(path),
                           info={"source": str(path), "format": "cifar10-python"})
 
