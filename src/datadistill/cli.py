@@ -69,6 +69,10 @@ def _load(args) -> object:
 def _check_out(out: str | None, overwrite: bool) -> None:
     if out and Path(out).exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
+    if out:
+        from .data import DistilledSet
+
+        DistilledSet.check_target(out, overwrite=overwrite)  # --overwrite replaces only a set datadistill wrote
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -132,6 +136,7 @@ def cmd_methods(args) -> int:
 
 def cmd_show(args) -> int:
     from .data import DistilledSet
+    from .report import printable
 
     ds = DistilledSet.open(args.dir)
     meta = ds.meta
@@ -151,12 +156,12 @@ def cmd_show(args) -> int:
         lines.append(f"  weights      sum {ds.weights.sum():.0f}, min {ds.weights.min():.3g}, max {ds.weights.max():.3g}")
     if "accuracy" in meta:
         lines.append(f"  accuracy     {json.dumps(meta['accuracy'])}")
-    print("\n".join(lines))
+    print("\n".join(printable(line) for line in lines))  # meta.json is data: no escape sequence reaches the terminal
     print("  class histogram")
     hist = ds.class_histogram()
     top = max(hist.values()) or 1
     for name, n in hist.items():
-        print(f"    {name[:16]:<16} {n:>7}  {'#' * max(1 if n else 0, round(30 * n / top))}")
+        print(f"    {printable(name)[:16]:<16} {n:>7}  {'#' * max(1 if n else 0, round(30 * n / top))}")
     return 0
 
 
@@ -221,11 +226,14 @@ def cmd_distill(args) -> int:
                                        r["seed"] for r in rows]}
         print(f"test accuracy of fresh models trained on the distilled set: {100 * np.mean(accs):.2f} ± "
               f"{100 * result.meta['accuracy']['std']:.2f} % ({len(accs)} models)")
-    result.save(args.out, overwrite=args.overwrite)
-    if dataset.is_image:
-        from .synth.figures import image_grid
 
-        image_grid(result, Path(args.out) / "images.png")
+    def figures(directory: Path) -> None:
+        if dataset.is_image:
+            from .synth.figures import image_grid
+
+            image_grid(result, directory / "images.png")
+
+    result.save(args.out, overwrite=args.overwrite, extra=figures)
     print(f"{len(result)} synthetic samples ({args.ipc} per class) by {args.method} in "
           f"{result.meta['timings']['distill_seconds']:.1f} s -> {args.out}")
     return 0

@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .data import load
+from .data.artifact import check_replaceable, write_marker
 from .errors import ArtifactError
+
+FIGURE = "two_gaussians.png"
+RUNS = ("two-gaussians", "digits")
 
 DEMO_SELECTIONS = (
     ("gradnorm", "largest loss-gradient norm", {"model": "logreg"}),
@@ -63,11 +67,13 @@ def two_gaussians_figure(dataset, selections: dict[str, np.ndarray], path: Path)
 def run_demo(out: str | Path = "datadistill-demo", *, overwrite: bool = False, quick: bool = False) -> Path:
     """Run both demo parts, printing tables and writing figures and reports under ``out``."""
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise ArtifactError(f"{out}: already exists; pass --overwrite or choose another --out")
+        check_demo_replaceable(out)
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    write_marker(out, "demo")
     started = time.perf_counter()
     import torch
 
@@ -80,6 +86,18 @@ def run_demo(out: str | Path = "datadistill-demo", *, overwrite: bool = False, q
         torch.set_num_threads(threads)
     print(f"demo finished in {time.perf_counter() - started:.0f} s; everything is in {out}/")
     return out
+
+
+def check_demo_replaceable(out: Path) -> None:
+    """Raise ArtifactError unless ``out`` is a demo folder holding only what the demo writes."""
+    from .evaluation import _RunDir
+
+    def run(directory: Path) -> list[str]:
+        _RunDir.check_replaceable(directory)
+        return []
+
+    check_replaceable(out, "demo", files=(FIGURE, FIGURE + ".tmp.png"), folders=dict.fromkeys(RUNS, run),
+                      legacy=lambda p: any((p / name).exists() for name in (FIGURE, *RUNS)))
 
 
 def _run_parts(out: Path, quick: bool) -> None:
@@ -97,10 +115,10 @@ def _run_parts(out: Path, quick: bool) -> None:
     for name, title, params in DEMO_SELECTIONS:
         sel = get_selector(name, ratio=ratio, random_state=0, **params).fit(ds2)
         chosen[f"{name}: {title}"] = sel.indices_
-    fig = two_gaussians_figure(ds2, chosen, out / "two_gaussians.png")
+    fig = two_gaussians_figure(ds2, chosen, out / FIGURE)
     report2 = evaluate(ds2, methods=[m for m, _, _ in DEMO_SELECTIONS], ratios=[ratio], model="logreg",
                        seeds=seeds, method_params={m: p for m, _, p in DEMO_SELECTIONS if p},
-                       out=out / "two-gaussians", progress=False)
+                       out=out / RUNS[0], progress=False)
     print("\nLogistic regression trained on each subset, tested on the held-out split:\n")
     print(report2.table_markdown())
     print("\nThe largest-gradient points are the misclassified ones on the wrong side of the boundary: alone they\n"
@@ -113,7 +131,7 @@ def _run_parts(out: Path, quick: bool) -> None:
     ratios = [0.02, 0.05, 0.1, 0.2, 0.5] if not quick else [0.05, 0.2]
     print(f"\n[2/2] {digits.summary()}\n      MLP on full data vs random vs {', '.join(methods)} at "
           f"{', '.join(f'{r:g}' for r in ratios)} of the training set, {seeds} seeds")
-    report = evaluate(digits, methods=methods, ratios=ratios, model="mlp", seeds=seeds, out=out / "digits",
+    report = evaluate(digits, methods=methods, ratios=ratios, model="mlp", seeds=seeds, out=out / RUNS[1],
                       progress=True)
     print()
     print(report.table_markdown())

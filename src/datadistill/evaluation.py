@@ -203,11 +203,22 @@ def _load_distilled(item: str | os.PathLike | DistilledSet, dataset: Dataset) ->
 
 
 class _RunDir:
-    """rows.jsonl (append + fsync per row) and run.json in an evaluation's output directory."""
+    """rows.jsonl (append + fsync per row) and run.json in an evaluation's output directory.
+
+    Nothing is written, and an old run is not replaced, before the first row: by then every setting has
+    been validated, so a refused or failed call leaves an existing run as it was.
+    """
+
+    FILES = (ROWS_FILE, RUN_FILE, "report.json", "report.md", "report.html")
+    KIND = "evaluation-run"
 
     def __init__(self, path: Path | None, resume: bool, overwrite: bool):
         self.path = path
         self.done: dict[tuple[str, int, int], dict] = {}
+        self._replace = False   # overwrite: remove the old run before the first row
+        self._ready = False     # the directory is there and holds run.json
+        self._key: dict | None = None
+        self._rows_end: int | None = None  # resume: cut rows.jsonl here (a partial last line) before appending
         if path is None:
             return
         if path.exists() and not path.is_dir():
@@ -218,46 +229,94 @@ class _RunDir:
                 if not looks_like_run:
                     raise ArtifactError(f"{path}: not an evaluation run directory (no {RUN_FILE}); cannot resume")
             elif overwrite:
-                if not looks_like_run:
-                    raise ArtifactError(f"{path}: exists and is not an evaluation run directory; refusing to "
-                                        "overwrite it, choose another --out")
-                shutil.rmtree(path)
+                self.check_replaceable(path)
+                self._replace = True
             else:
                 raise ArtifactError(f"{path}: already exists; pass --resume to continue that run, --overwrite to "
                                     "replace it, or choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def check_replaceable(cls, path: Path) -> None:
+        """Raise ArtifactError unless ``path`` is a run directory holding only what evaluate writes there."""
+        from .data.artifact import check_replaceable
+        from .report import FIGURES_DIR
+
+        def figures(directory: Path) -> list[str]:
+            return [e.name for e in sorted(directory.iterdir()) if e.is_dir() or e.is_symlink() or not (
+                e.name.endswith(".png") or (e.name.startswith(".") and ".png." in e.name))]
+
+        check_replaceable(path, cls.KIND, files=cls.FILES, folders={FIGURES_DIR: figures},
+                          legacy=lambda p: (p / RUN_FILE).exists() or (p / ROWS_FILE).exists())
 
     def check_context(self, key: dict) -> None:
-        """Refuse to resume a run made with other data, model, recipe or protocol."""
+        """Refuse to resume a run made with other data, model, recipe or protocol; read its finished rows."""
         if self.path is None:
+            return
+        self._key = key
+        if self._replace or not self.path.is_dir():
             return
         run = self.path / RUN_FILE
         if run.exists():
-            old = json.loads(run.read_text())
+            try:
+                old = json.loads(run.read_text())
+            except ValueError:
+                old = None
+            if not isinstance(old, dict):
+                raise ArtifactError(f"{run}: not a JSON object; the run directory is damaged (use another --out)")
             diff = [k for k in key if json.dumps(old.get(k), sort_keys=True) != json.dumps(key[k], sort_keys=True)]
             if diff:
                 raise ArtifactError(f"{self.path}: this run was made with other settings ({', '.join(diff)} differ); "
                                     "resume with the same data, model and recipe, or use another --out")
-        else:
-            atomic_write(run, json.dumps(key, indent=1, sort_keys=True))
         rows = self.path / ROWS_FILE
-        if rows.exists():
-            for n, line in enumerate(rows.read_text().splitlines()):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    # only a row cut off mid-write by an interruption can be partial; it is simply redone
-                    if n == len(rows.read_text().splitlines()) - 1:
-                        continue
-                    raise ArtifactError(f"{rows}: line {n + 1} is not JSON; the run directory is damaged") from None
-                self.done[(row["method"], int(row["size"]), int(row["seed"]))] = row
+        if not rows.exists():
+            return
+        data = rows.read_bytes()
+        lines = data.split(b"\n")
+        complete = len(lines) - 1  # the piece after the last newline is a line cut off mid-write (or empty)
+        offset = 0
+        for n, line in enumerate(lines):
+            end = offset + len(line) + 1
+            if not line.strip():
+                offset = end
+                continue
+            try:
+                row = json.loads(line) if n < complete else None
+                key_ = (row["method"], int(row["size"]), int(row["seed"]))
+            except (ValueError, TypeError, KeyError):
+                # only the last line can be cut off by an interruption: it is dropped and its row redone
+                if n >= complete - 1 and not any(rest.strip() for rest in lines[n + 1:]):
+                    self._rows_end = offset
+                    break
+                raise ArtifactError(f"{rows}: line {n + 1} is not a row; the run directory is damaged") from None
+            self.done[key_] = row
+            offset = end
+
+    def _prepare(self) -> None:
+        """Create or replace the directory, write run.json and cut a partial last row: just before the first row."""
+        from .data.artifact import read_marker, write_marker
+
+        if self._replace:
+            self.check_replaceable(self.path)
+            shutil.rmtree(self.path)
+            self._replace = False
+        self.path.mkdir(parents=True, exist_ok=True)
+        if read_marker(self.path) is None:
+            write_marker(self.path, self.KIND)
+        if self._key is not None and not (self.path / RUN_FILE).exists():
+            atomic_write(self.path / RUN_FILE, json.dumps(self._key, indent=1, sort_keys=True))
+        if self._rows_end is not None:
+            with open(self.path / ROWS_FILE, "r+b") as fh:
+                fh.truncate(self._rows_end)
+                os.fsync(fh.fileno())
+            self._rows_end = None
+        self._ready = True
 
     def append(self, row: dict) -> None:
         self.done[(row["method"], int(row["size"]), int(row["seed"]))] = row
         if self.path is None:
             return
+        if not self._ready:
+            self._prepare()
         with open(self.path / ROWS_FILE, "a") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()

@@ -8,7 +8,9 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,30 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (ANSI escapes, newlines, bidi overrides) shown as ``\\x1b``-style escapes."""
+    return "".join(
+        ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp")
+        else f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+        for ch in str(text))
+
+
+_MARKDOWN_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: "\\" + c for c in "\\`*_[]|~#"}}
+
+
+def markdown_text(text: object) -> str:
+    """``text`` safe to put inline in Markdown: control characters, Markdown and HTML specials escaped."""
+    return "".join(_MARKDOWN_SPECIAL.get(ch, ch) for ch in printable(text))
+
+
+def markdown_code(text: object) -> str:
+    """``text`` as an inline Markdown code span that no backtick or control character inside can end."""
+    text = printable(text)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -154,7 +180,7 @@ class Report:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for a in self.aggregate():
-            name = a["method"] + (" (weighted)" if a["weighted"] else "")
+            name = markdown_text(a["method"]) + (" (weighted)" if a["weighted"] else "")
             drop = "—" if a["method"] == FULL else f"{a['accuracy_drop']:+.2f}"
             lines.append(
                 f"| {name} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | "
@@ -164,7 +190,8 @@ class Report:
             )
         return "\n".join(lines)
 
-    def context_markdown(self) -> str:
+    def _context_items(self) -> list[tuple[str, str, bool]]:
+        """(name, raw text, is the text code) of each context line; Markdown and HTML escape them their own way."""
         c = self.context
         env = c.get("environment", {})
         items = [
@@ -177,16 +204,19 @@ class Report:
             ("machine", env.get("machine")),
             ("versions", ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())),
             ("date", env.get("date")),
-            ("command", f"`{c['command']}`" if c.get("command") else None),
+            ("command", c.get("command")),
+            ("protocol", c.get("protocol_note")),
         ]
-        lines = [f"- {k}: {v}" for k, v in items if v not in (None, "")]
-        if c.get("protocol_note"):
-            lines.append(f"- protocol: {c['protocol_note']}")
-        return "\n".join(lines)
+        return [(k, str(v), k in ("command", "recipe")) for k, v in items if v not in (None, "")]
+
+    def context_markdown(self) -> str:
+        return "\n".join(f"- {k}: {markdown_code(v) if code else markdown_text(v)}"
+                         for k, v, code in self._context_items())
 
     def to_markdown(self) -> str:
         """Context, the aggregated table and where each method beats random."""
-        title = f"# Evaluation: {self.context.get('dataset', 'data set')}, model {self.context.get('model', '?')}"
+        title = (f"# Evaluation: {markdown_text(self.context.get('dataset', 'data set'))}, "
+                 f"model {markdown_text(self.context.get('model', '?'))}")
         parts = [title, "", self.context_markdown(), "", self.table_markdown(), ""]
         versus = self.against_random()
         if versus:
@@ -195,7 +225,7 @@ class Report:
             for v in versus:
                 mark = "*" if v["clear"] else ""
                 by_method.setdefault(v["method"], []).append(f"{v['size']:,}: {v['delta_points']:+.2f}{mark}")
-            parts += [f"- {m}: {', '.join(s)}" for m, s in by_method.items()]
+            parts += [f"- {markdown_text(m)}: {', '.join(s)}" for m, s in by_method.items()]
             parts.append("")
         return "\n".join(parts)
 
@@ -323,7 +353,8 @@ class Report:
                      f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}"]
             cls = ' class="baseline"' if a["method"] in (FULL, RANDOM) else ""
             body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-        context = "".join(f"<li>{esc(line[2:])}</li>" for line in self.context_markdown().splitlines())
+        context = "".join(f"<li>{esc(k)}: {esc(f'`{v}`' if k == 'command' else v)}</li>"
+                          for k, v, _ in self._context_items())
         versus = "".join(
             f"<li>{esc(v['method'])} at {v['size']:,}: {v['delta_points']:+.2f} points"
             f"{' (clear)' if v['clear'] else ''}</li>" for v in self.against_random())

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +23,15 @@ from .dataset import Dataset
 
 DATA_FILE = "data.npz"
 META_FILE = "meta.json"
+IMAGES_FILE = "images.png"
+MARKER_FILE = ".datadistill"
+SET_FILES = (DATA_FILE, META_FILE, IMAGES_FILE)
+KIND_NAMES = {"distilled-set": "a datadistill set", "evaluation-run": "an evaluation run directory",
+              "demo": "a datadistill demo folder"}
+# a temporary directory of save(): ".NAME.tmp-PID-" + tempfile's random suffix; the previous set while it is
+# being replaced: ".NAME.old-PID"
+_TEMP_DIR = re.compile(r"^\..+\.tmp-(\d+)-[a-z0-9_]+$")
+_OLD_DIR = re.compile(r"^\.(.+)\.old-(\d+)$")
 
 
 def library_version() -> str:
@@ -41,6 +55,135 @@ def jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+# --- ownership: what this tool wrote, and may therefore replace ------------------------------------
+def write_marker(directory: str | os.PathLike, kind: str, files: Iterable[str] = ()) -> Path:
+    """Mark ``directory`` as written by datadistill (``kind``: distilled-set, evaluation-run or demo).
+
+    ``files``: names written there beyond the kind's usual ones (accepted when it is replaced).
+    """
+    path = Path(directory) / MARKER_FILE
+    marker = {"kind": kind, "version": library_version(), "pid": os.getpid(), "host": socket.gethostname()}
+    if files:
+        marker["files"] = sorted(files)
+    path.write_text(json.dumps(marker) + "\n")
+    return path
+
+
+def read_marker(directory: str | os.PathLike) -> dict | None:
+    """The marker of a directory datadistill wrote, or None (absent, unreadable or not a JSON object)."""
+    try:
+        marker = json.loads((Path(directory) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("kind"), str) else None
+
+
+def _own_temporary(name: str, files: Iterable[str]) -> bool:
+    """``.NAME.xxxx``: a temporary that atomic writes of one of ``files`` leave when killed."""
+    return name.startswith(".") and any(name.startswith(f".{f}.") for f in files)
+
+
+def foreign_entries(directory: Path, files: Iterable[str],
+                    folders: dict[str, Callable[[Path], list[str]]] | None = None) -> list[str]:
+    """Entries of ``directory`` that are neither one of ``files`` (or its temporary) nor an accepted sub-folder.
+
+    ``folders`` maps a sub-folder name to a function returning the foreign entries inside it.
+    """
+    files = set(files) | {MARKER_FILE}
+    folders = folders or {}
+    out = []
+    for entry in sorted(directory.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name in folders:
+                out += [f"{entry.name}/{n}" for n in folders[entry.name](entry)]
+            else:
+                out.append(f"{entry.name}/")
+        elif not (entry.name in files or _own_temporary(entry.name, files)):
+            out.append(entry.name)
+    return out
+
+
+def check_replaceable(path: str | os.PathLike, kind: str, *, files: Iterable[str],
+                      folders: dict[str, Callable[[Path], list[str]]] | None = None,
+                      legacy: Callable[[Path], bool] | None = None) -> None:
+    """Raise ArtifactError unless ``path`` may be replaced: empty, or written by datadistill as ``kind``.
+
+    Written by datadistill means: it carries the marker of ``kind`` (or, for directories from before
+    markers, ``legacy(path)`` holds) and everything in it is a file or folder datadistill writes there.
+    """
+    path = Path(path)
+    what = KIND_NAMES.get(kind, kind)
+    if path.is_symlink() or not path.is_dir():
+        raise ArtifactError(f"{path}: exists and is not a directory; refusing to replace it, choose another --out")
+    if not any(path.iterdir()):
+        return
+    marker = read_marker(path)
+    files = list(files)
+    if marker is not None and marker["kind"] == kind and isinstance(marker.get("files"), list):
+        files += [f for f in marker["files"] if isinstance(f, str) and "/" not in f]
+    foreign = foreign_entries(path, files, folders)
+    listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    if marker is None:
+        if foreign or legacy is None or not legacy(path):
+            held = listing or ", ".join(sorted(e.name for e in path.iterdir())[:5])
+            raise ArtifactError(f"{path}: not {what} (no {MARKER_FILE} marker from datadistill; it holds "
+                                f"{held}); refusing to replace it, choose another --out")
+        return
+    if marker["kind"] != kind:
+        raise ArtifactError(f"{path}: is {KIND_NAMES.get(marker['kind'], marker['kind'])}, not {what}; refusing to "
+                            "replace it, choose another --out")
+    if foreign:
+        raise ArtifactError(f"{path}: holds entries datadistill did not write ({listing}); refusing to replace it: "
+                            "move them elsewhere or choose another --out")
+
+
+def _is_legacy_set(path: Path) -> bool:
+    names = {e.name for e in path.iterdir()}
+    return {DATA_FILE, META_FILE} <= names <= set(SET_FILES)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(parent: str | os.PathLike) -> list[Path]:
+    """Remove temporary set directories in ``parent`` left by a killed save() on this host; returns them.
+
+    Only directories named like save()'s temporaries whose creating process is gone, and that hold
+    our marker (or nothing at all), are removed.
+    """
+    removed = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for entry in entries:
+        temp, old = _TEMP_DIR.match(entry.name), _OLD_DIR.match(entry.name)
+        if temp is None and old is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        pid = int(temp.group(1) if temp else old.group(2))
+        if _pid_alive(pid):
+            continue
+        if old is not None and not (entry.parent / old.group(1)).is_dir():
+            continue  # killed between the two renames: this is the only copy of the previous set
+        marker = read_marker(entry)
+        ours = marker is not None and marker["kind"] == "distilled-set" and marker.get("host") == host
+        if (temp is not None and ours and marker.get("pid") == pid) or (old is not None and ours) or (
+                temp is not None and not any(entry.iterdir())):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 @dataclass(eq=False)
@@ -84,16 +227,36 @@ class DistilledSet:
         return {name: int(n) for name, n in zip(self.classes, counts)}
 
     # --- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write ``data.npz`` + ``meta.json`` into a temporary sibling directory, then rename into place."""
+    @staticmethod
+    def check_target(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Raise ArtifactError where :meth:`save` to ``path`` would be refused (call it before long work)."""
         path = Path(path)
-        if path.exists() and not overwrite:
+        if not (path.exists() or path.is_symlink()):
+            return
+        if not overwrite:
             raise ArtifactError(f"{path}: already exists; choose another --out or pass --overwrite")
-        if path.exists() and not (path / META_FILE).exists() and any(path.iterdir()):
-            raise ArtifactError(f"{path}: exists and is not a datadistill set; refusing to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        check_replaceable(path, "distilled-set", files=SET_FILES, legacy=_is_legacy_set)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
+             extra: Callable[[Path], object] | None = None) -> Path:
+        """Write ``data.npz`` + ``meta.json`` into a temporary sibling directory, then rename into place.
+
+        Args:
+            path: the set's directory.
+            overwrite: replace an existing set written by datadistill (any other directory is refused).
+            extra: called with the temporary directory to write more files there (e.g. ``images.png``), so
+                that they are part of the same atomic step.
+        """
+        path = Path(path)
+        self.check_target(path, overwrite=overwrite)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            write_marker(tmp, "distilled-set")
             arrays = {"X": self.X, "y": np.asarray(self.y, dtype=np.int64),
                       "class_names": np.array(self.classes, dtype=str)}
             if self.indices is not None:
@@ -109,13 +272,25 @@ class DistilledSet:
             meta["n_samples"] = len(self)
             meta["classes"] = list(self.classes)
             (tmp / META_FILE).write_text(json.dumps(jsonable(meta), indent=2, sort_keys=True))
+            if extra is not None:
+                extra(tmp)
+                written = {e.name for e in tmp.iterdir()} - set(SET_FILES) - {MARKER_FILE}
+                if written:
+                    write_marker(tmp, "distilled-set", files=written)
             if path.exists():
                 backup = path.with_name(f".{path.name}.old-{os.getpid()}")
                 path.rename(backup)
-                tmp.rename(path)
+                try:
+                    tmp.rename(path)
+                except BaseException:
+                    backup.rename(path)
+                    raise
                 shutil.rmtree(backup, ignore_errors=True)
             else:
                 tmp.rename(path)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArtifactError(f"{path}: cannot write the set ({exc.strerror or exc}); nothing was replaced") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -123,18 +298,87 @@ class DistilledSet:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> DistilledSet:
-        """Read a directory written by :meth:`save`."""
+        """Read a directory written by :meth:`save`, refusing (ArtifactError) contents that are not a usable set."""
         path = Path(path)
-        if not (path / META_FILE).exists() or not (path / DATA_FILE).exists():
+        meta_file, data_file = path / META_FILE, path / DATA_FILE
+        if not meta_file.is_file() or not data_file.is_file():
             raise ArtifactError(f"{path}: not a datadistill set (expected {DATA_FILE} and {META_FILE} inside)")
         try:
-            meta = json.loads((path / META_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{path / META_FILE}: corrupt JSON ({exc})") from None
-        with np.load(path / DATA_FILE, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            meta = json.loads(meta_file.read_text())
+        except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ArtifactError(f"{meta_file}: corrupt or unreadable JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{meta_file}: not a JSON object (found a {type(meta).__name__}); the set is damaged")
+        try:
+            archive = np.load(data_file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not a .npz archive")
+            with archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError) as exc:
+            # numpy's own text for pickled content suggests loading it unsafely: never pass that on
+            detail = "it holds pickled objects, which a saved set never does" if "pickle" in str(exc) else (
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}")
+            raise ArtifactError(f"{data_file}: damaged or truncated archive ({detail}); save the set again") from None
+        _check_arrays(arrays, data_file, meta)
         return cls(
-            X=arrays["X"], y=arrays["y"], classes=tuple(str(c) for c in arrays["class_names"]),
+            X=arrays["X"], y=arrays["y"].astype(np.int64), classes=tuple(str(c) for c in arrays["class_names"]),
             indices=arrays.get("indices"), weights=arrays.get("weights"),
             soft_labels=arrays.get("soft_labels"), meta=meta,
         )
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], where: Path, meta: dict) -> None:
+    """Raise ArtifactError naming ``where`` unless the arrays of a saved set are consistent and finite."""
+    def bad(problem: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {problem}; the set is damaged or was not written by datadistill")
+
+    missing = [k for k in ("X", "y", "class_names") if k not in arrays]
+    if missing:
+        raise bad(f"no array {', '.join(missing)} (found {', '.join(sorted(arrays)) or 'none'})")
+    X, y, names = arrays["X"], arrays["y"], arrays["class_names"]
+    if X.dtype.kind not in "biuf" or X.ndim < 2:
+        raise bad(f"X must be a numeric array of samples, got dtype {X.dtype} and shape {X.shape}")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise bad(f"y must be a 1-D array of integer labels, got dtype {y.dtype} and shape {y.shape}")
+    n = len(y)
+    if n == 0:
+        raise bad("it holds no samples")
+    if len(X) != n:
+        raise bad(f"{len(X)} samples in X but {n} labels in y")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        row = int(np.flatnonzero(~np.isfinite(X.reshape(n, -1)).all(axis=1))[0])
+        raise bad(f"X row {row} contains NaN or infinite values")
+    if names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0:
+        raise bad(f"class_names must be a non-empty 1-D array of names, got dtype {names.dtype} and shape {names.shape}")
+    k = len(names)
+    out = np.flatnonzero((y < 0) | (y >= k))
+    if len(out):
+        raise bad(f"label {int(y[out[0]])} in row {int(out[0])} is outside 0..{k - 1} ({k} class names)")
+    classes = meta.get("classes")
+    if isinstance(classes, list) and len(classes) != k:
+        raise bad(f"{k} class names but meta.json lists {len(classes)} classes")
+    if "indices" in arrays:
+        idx = arrays["indices"]
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) != n:
+            raise bad(f"indices must be {n} integers (one per sample), got dtype {idx.dtype} and shape {idx.shape}")
+        limit = meta.get("source_samples")
+        if idx.min() < 0 or (isinstance(limit, int) and idx.max() >= limit):
+            where_bad = int(np.flatnonzero((idx < 0) | (idx >= (limit if isinstance(limit, int) else np.inf)))[0])
+            bound = f"0..{limit - 1}" if isinstance(limit, int) else "non-negative"
+            raise bad(f"index {int(idx[where_bad])} in row {where_bad} is outside the source's rows ({bound})")
+    if "weights" in arrays:
+        w = arrays["weights"]
+        if w.ndim != 1 or w.dtype.kind not in "iuf" or len(w) != n:
+            raise bad(f"weights must be {n} numbers (one per sample), got dtype {w.dtype} and shape {w.shape}")
+        wrong = np.flatnonzero(~np.isfinite(w) | (w < 0))
+        if len(wrong) or not w.sum() > 0:
+            row = int(wrong[0]) if len(wrong) else 0
+            raise bad(f"weight {float(w[row])!r} in row {row}: weights must be finite, non-negative and not all 0")
+    if "soft_labels" in arrays:
+        soft = arrays["soft_labels"]
+        if soft.shape != (n, k) or soft.dtype.kind != "f":
+            raise bad(f"soft_labels must be {n} x {k} floats, got dtype {soft.dtype} and shape {soft.shape}")
+        wrong = np.flatnonzero(~(np.isfinite(soft) & (soft >= 0)).all(axis=1))
+        if len(wrong):
+            raise bad(f"soft_labels row {int(wrong[0])} holds a negative, NaN or infinite value")
