@@ -17,3 +17,7 @@ class ConfigError(DatadistillError):
 
 class ArtifactError(DatadistillError):
     """A saved DistilledSet or run directory cannot be written, read or trusted."""
+
+
+class DatadistillWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one line)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -10,6 +11,30 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import DataError
+
+MIN_IMAGE_SIDE = 4
+ACCEPTED_SHAPES = ("(N, d) features, (N, H, W) grayscale images, or (N, H, W, C) / (N, C, H, W) images with "
+                   f"C = 1, 3 or 4 channels and H, W >= {MIN_IMAGE_SIDE}")
+
+
+def check_sample_shape(shape: tuple[int, ...], origin: str) -> None:
+    """Refuse per-sample shapes that are neither feature vectors nor images in a layout the models read."""
+    shape = tuple(int(s) for s in shape)
+    if any(s == 0 for s in shape):
+        raise DataError(f"{origin}: samples of shape {shape} hold no values; accepted: {ACCEPTED_SHAPES}")
+    if len(shape) == 1:
+        return
+    if len(shape) == 2:
+        side = shape
+    elif len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        side = shape[:2]
+    elif len(shape) == 3 and shape[0] in (1, 3, 4):
+        side = shape[1:]
+    else:
+        side = None
+    if side is None or min(side) < MIN_IMAGE_SIDE:
+        raise DataError(f"{origin}: samples of shape {shape} are not images datadistill can read; accepted: "
+                        f"{ACCEPTED_SHAPES}. For feature vectors, flatten them: X.reshape(len(X), -1)")
 
 
 def _first_bad_row(X: np.ndarray) -> int | None:
@@ -95,6 +120,9 @@ class Dataset:
             raise DataError(f"{origin}: features must be numeric, got dtype {X.dtype}")
         if X.ndim < 2:
             raise DataError(f"{origin}: features must be 2-D (samples x features) or images, got shape {X.shape}")
+        if len(X) == 0:
+            raise DataError(f"{origin}: the data set is empty (0 samples)")
+        check_sample_shape(X.shape[1:], origin)
         if X.dtype.kind == "b":
             X = X.astype(np.float32)
         if X.dtype.kind == "f":
@@ -103,13 +131,20 @@ class Dataset:
                 raise DataError(
                     f"{origin}: row {row} contains NaN or infinite values; remove or impute it before distilling"
                 )
-            X = X.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):
+                X = X.astype(np.float32, copy=False)
+            row = _first_bad_row(X)
+            if row is not None:
+                raise DataError(f"{origin}: row {row} has values beyond float32's range (about 3.4e38); "
+                                "rescale the features")
         elif X.dtype != np.uint8:
             if X.min() >= 0 and X.max() <= 255 and X.ndim >= 3:
                 X = X.astype(np.uint8)
             else:
                 X = X.astype(np.float32)
         y_arr = np.asarray(y)
+        if y_arr.ndim != 1:
+            raise DataError(f"{origin}: labels must be one-dimensional, got shape {y_arr.shape}")
         if len(y_arr) != len(X):
             raise DataError(f"{origin}: {len(X)} feature rows but {len(y_arr)} labels")
         if len(X) == 0:
@@ -210,11 +245,28 @@ class Dataset:
             return self
         from sklearn.model_selection import train_test_split
 
+        origin = self.info.get("source") or self.name
         counts = self.class_counts()
-        stratify = self.y if counts[counts > 0].min() >= 2 else None
+        single = [self.classes[c] for c in np.flatnonzero(counts == 1)]
+        if single:
+            raise DataError(f"{origin}: class{'es' if len(single) > 1 else ''} {', '.join(map(repr, single[:5]))} "
+                            "with a single sample; a held-out test split needs at least 2 samples per class (one "
+                            "to train on, one to test): add samples, drop the class, or give a test split")
+        k = int((counts > 0).sum())
+        n_test = math.ceil(test_fraction * len(self))
+        if min(n_test, len(self) - n_test) < k:
+            raise DataError(f"{origin}: {len(self)} samples are too few for a test split over {k} classes at "
+                            f"test fraction {test_fraction} ({n_test} test, {len(self) - n_test} training); each "
+                            f"side needs at least one sample per class ({k}): add samples or change the fraction")
+        stratify = self.y
         idx = np.arange(len(self))
         tr, te = train_test_split(idx, test_size=test_fraction, random_state=random_state, stratify=stratify)
         tr, te = np.sort(tr), np.sort(te)
+        untrained = [self.classes[c] for c in np.flatnonzero(counts > 0) if not np.any(self.y[tr] == c)]
+        if untrained:
+            raise DataError(f"{origin}: test fraction {test_fraction} leaves class{'es' if len(untrained) > 1 else ''} "
+                            f"{', '.join(map(repr, untrained[:5]))} without a training sample; use a smaller "
+                            "test fraction or add samples")
         info = dict(self.info)
         info["split"] = {
             "kind": "stratified" if stratify is not None else "random",

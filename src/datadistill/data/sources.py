@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import pickle
 import re
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DatadistillWarning, DataError
 from .dataset import Dataset
 
 BUILTINS = {
@@ -20,6 +24,7 @@ BUILTINS = {
     "cifar10": "CIFAR-10 from a local copy of the python batches (cifar-10-batches-py)",
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_IMAGE_PIXELS = 4096 * 4096  # per training image; PIL's own limit (about 89 million) is far above any data set's
 
 
 def data_dirs() -> list[Path]:
@@ -36,6 +41,7 @@ def load(
     test_fraction: float = 0.2,
     random_state: int = 0,
     ensure_test: bool = True,
+    delimiter: str | None = None,
 ) -> Dataset:
     """Load a data set by built-in name or path; make a seeded stratified test split if it has none.
 
@@ -46,6 +52,8 @@ def load(
         test_fraction: share held out when the source has no test split.
         random_state: seed of that split.
         ensure_test: make the split (default); False keeps the source as it is.
+        delimiter: CSV field separator (default: detected among ``,`` ``;`` tab ``|``, with a warning when
+            it is not the usual one for the file's suffix).
     """
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -57,11 +65,11 @@ def load(
         if not path.exists():
             known = ", ".join(BUILTINS)
             raise DataError(f"{path}: no such file or folder (built-in data sets: {known})")
-        ds = _load_path(path, label)
+        ds = _load_path(path, label, delimiter)
     return ds.with_test_split(test_fraction, random_state) if ensure_test else ds
 
 
-def _load_path(path: Path, label: str | None) -> Dataset:
+def _load_path(path: Path, label: str | None, delimiter: str | None = None) -> Dataset:
     if path.is_dir():
         if is_cifar10_folder(path) or is_cifar10_folder(path / "cifar-10-batches-py"):
             return load_cifar10_batches(path)
@@ -75,7 +83,7 @@ def _load_path(path: Path, label: str | None) -> Dataset:
     if suffix == ".npy":
         raise DataError(f"{path}: a single .npy holds no labels; save features and labels together in a .npz (X, y)")
     if suffix in {".csv", ".tsv", ".txt"}:
-        return load_table(path, label)
+        return load_table(path, label, delimiter=delimiter)
     if suffix in {".parquet", ".pq"}:
         return load_table(path, label)
     raise DataError(
@@ -86,11 +94,7 @@ def _load_path(path: Path, label: str | None) -> Dataset:
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Arrays ``x_train/y_train[/x_test/y_test]`` or ``X/y``, optional ``class_names``."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    arrays = _read_npz(path)
     classes = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if "x_train" in arrays and "y_train" in arrays:
         test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays and "y_test" in arrays else None
@@ -108,24 +112,99 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     )
 
 
-def load_table(path: str | os.PathLike, label: str | None = None) -> Dataset:
-    """CSV or Parquet: one label column (by name), every other column numeric features."""
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz; anything that is not a zip of plain (non-object) .npy arrays is a DataError."""
+    resave = "re-save it with numpy.savez(path, X=..., y=...)"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file (0 bytes), not a valid .npz archive; {resave}")
+    # np.load falls back to unpickling for anything that is neither a zip nor a .npy, and its error then
+    # suggests loading the file unsafely; check the zip structure first instead
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a valid .npz archive (no zip structure: truncated, damaged or another "
+                        f"format); {resave}")
+    arrays: dict[str, np.ndarray] = {}
+    key = "?"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                arrays[key] = z[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise DataError(f"{path}: array '{key}' holds Python objects, which datadistill never unpickles; "
+                            "save numeric (or string) arrays") from None
+        raise DataError(f"{path}: not a valid .npz archive ({exc}); {resave}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise DataError(f"{path}: not a valid .npz archive (damaged member: {exc}); {resave}") from None
+    return arrays
+
+
+def _detect_delimiter(path: Path) -> tuple[str, bool]:
+    """The CSV delimiter and whether it was detected (not the suffix's usual one).
+
+    The candidate that splits the header and the first rows into the same number (> 1) of fields wins;
+    ``,`` (``\\t`` for .tsv) when none or several do.
+    """
+    usual = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            lines = [line for line in (fh.readline() for _ in range(20)) if line.strip()]
+    except OSError:
+        return usual, False
+    if not lines:
+        return usual, False
+    consistent = []
+    for cand in (usual, ",", ";", "\t", "|"):
+        counts = {len(next(csv.reader([line], delimiter=cand))) for line in lines}
+        if len(counts) == 1 and counts.pop() > 1 and cand not in consistent:
+            consistent.append(cand)
+    if not consistent or consistent[0] == usual:
+        return usual, False
+    return consistent[0], True
+
+
+DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def load_table(path: str | os.PathLike, label: str | None = None, *, delimiter: str | None = None) -> Dataset:
+    """CSV or Parquet: one label column (by name), every other column numeric features.
+
+    ``delimiter``: the CSV field separator; by default detected (``,`` ``;`` tab ``|``) with a
+    :class:`DatadistillWarning` when it is not the suffix's usual one (``,``; tab for .tsv).
+    """
     import pyarrow as pa
 
     path = Path(path)
+    is_csv = path.suffix.lower() not in {".parquet", ".pq"}
+    if is_csv and delimiter is not None and len(delimiter) != 1:
+        raise ConfigError(f"{path}: the delimiter must be one character, got {delimiter!r}")
+    if is_csv and delimiter is None:
+        delimiter, detected = _detect_delimiter(path)
+        if detected:
+            usual = "tab" if path.suffix.lower() == ".tsv" else "','"
+            warnings.warn(f"{path}: fields are separated by {DELIMITER_NAMES[delimiter]}, not {usual}; reading it "
+                          "that way (pass --delimiter to choose)", DatadistillWarning, stacklevel=3)
     try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
+        if not is_csv:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
         else:
             import pyarrow.csv as pcsv
 
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
             table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: cannot parse ({str(exc).splitlines()[0]})") from None
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     columns = table.column_names
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: duplicate column name{'s' if len(repeated) > 1 else ''} "
+                        f"{', '.join(map(repr, repeated))}; give every column its own name")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no data rows (only a header: {columns}); add samples below the header")
     if label is None:
         label = next((c for c in ("label", "target", "class", "y") if c in columns), None)
         if label is None:
@@ -141,15 +220,17 @@ def load_table(path: str | os.PathLike, label: str | None = None) -> Dataset:
         col = table.column(c)
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
             example = next((v for v in col.to_pylist() if v is not None), None)
+            hint = ""
+            if isinstance(example, str) and delimiter == ";" and "," in example:
+                hint = " (a decimal comma? write numbers with a decimal point)"
             raise DataError(
-                f"{path}: column '{c}' is not numeric (type {col.type}, e.g. {example!r}); "
+                f"{path}: column '{c}' is not numeric (type {col.type}, e.g. {example!r}){hint}; "
                 "encode it as numbers or drop it"
             )
-        arr = col.to_numpy(zero_copy_only=False).astype(np.float64)
         if col.null_count:
-            row = int(np.flatnonzero(np.isnan(arr))[0])
+            row = next(i for i, v in enumerate(col.to_pylist()) if v is None)
             raise DataError(f"{path}: row {row}, column '{c}' is missing or NaN; fill or drop that row")
-        cols.append(arr)
+        cols.append(col.to_numpy(zero_copy_only=False).astype(np.float64))
     X = np.stack(cols, axis=1).astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
@@ -163,28 +244,37 @@ def load_table(path: str | os.PathLike, label: str | None = None) -> Dataset:
     y = ycol.to_numpy(zero_copy_only=False)
     return Dataset.create(
         X, y, name=path.stem, origin=str(path),
-        info={"source": str(path), "format": path.suffix.lower().lstrip("."), "label": label, "features": features},
+        info={"source": str(path), "format": path.suffix.lower().lstrip("."), "label": label, "features": features,
+              **({"delimiter": delimiter} if is_csv else {})},
     )
 
 
 def load_image_folder(path: str | os.PathLike) -> Dataset:
-    """One sub-folder per class of equally sized images (grayscale kept as N x H x W, colour as N x H x W x C)."""
-    from PIL import Image
+    """One sub-folder per class of equally sized images (grayscale kept as N x H x W, colour as N x H x W x C).
 
+    Hidden folders are ignored; class folders without images are skipped with a warning.
+    """
     path = Path(path)
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{path}: no class sub-folders; expected {path}/<class>/<image>.png")
+    class_files = {d: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                   for d in class_dirs}
+    empty = [d.name for d in class_dirs if not class_files[d]]
+    class_dirs = [d for d in class_dirs if class_files[d]]
+    if empty and len(class_dirs) < 2:
+        raise DataError(f"{path}: only {len(class_dirs)} class folder{'s' if len(class_dirs) != 1 else ''} with "
+                        f"images; {', '.join(map(repr, empty[:5]))} {'has' if len(empty) == 1 else 'have'} none "
+                        f"(image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if empty:
+        warnings.warn(f"{path}: skipping class folder{'s' if len(empty) > 1 else ''} "
+                      f"{', '.join(map(repr, empty[:5]))}{' ...' if len(empty) > 5 else ''} without images",
+                      DatadistillWarning, stacklevel=2)
     images, labels = [], []
     shape = None
     for c, d in enumerate(class_dirs):
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I;16") else im.convert("RGB"))
-            except OSError as exc:
-                raise DataError(f"{f}: not a readable image ({exc})") from None
+        for f in class_files[d]:
+            arr = _read_image(f)
             if shape is None:
                 shape = arr.shape
             elif arr.shape != shape:
@@ -198,6 +288,26 @@ def load_image_folder(path: str | os.PathLike) -> Dataset:
         np.stack(images).astype(np.uint8), np.array(labels), [d.name for d in class_dirs], name=path.name,
         origin=str(path), info={"source": str(path), "format": "image-folder"},
     )
+
+
+def _read_image(f: Path) -> np.ndarray:
+    """One image file as uint8 (H, W) grayscale or (H, W, 3) colour; oversized or unreadable -> DataError."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                # Image.open reads only the header: refuse huge declared sizes before decoding a pixel
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{f}: image of {im.width} x {im.height} pixels is larger than the "
+                                    f"{MAX_IMAGE_PIXELS:,} pixels datadistill reads (a decompression bomb?); "
+                                    "resize it or remove it")
+                return np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I;16") else im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{f}: refused as a possible decompression bomb ({exc}); resize it or remove it") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"{f}: not a readable image ({exc})") from None
 
 
 _TRAIN_BATCH = re.compile(r"^data_batch_([1-9][0-9]*)$")
