@@ -409,6 +409,9 @@ def evaluate(
                           f"choose from: {', '.join(sorted(REGISTRY))}")
     if protocol not in ("same", "dc"):
         raise ConfigError(f"unknown protocol '{protocol}' (same, dc)")
+    from .synth.protocol import check_protocol_options
+
+    check_protocol_options(**(protocol_options or {}))
     if not 0 <= validation_fraction < 1:
         raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     ratio_list = parse_ratios(ratios)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +88,25 @@ def resnet18_body(in_shape: Sequence[int], norm: str = "instancenorm", width: in
     return nn.Sequential(*layers), cin
 
 
+def check_model_options(name: str, **options) -> None:
+    """Refuse an unknown model or option, or a ``width``, ``depth`` or ``hidden`` size below 1 (no data needed)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+    known = set(inspect.signature(build_model).parameters) - {"name", "input_shape", "n_classes", "seed"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{name}: unknown model option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    hidden = options.get("hidden", ())
+    if not isinstance(hidden, (list, tuple)):
+        raise ConfigError(f"{name}: hidden must be a list of layer widths, got {hidden!r}")
+    sizes = [(k, options[k]) for k in ("width", "depth") if k in options] + [("hidden", h) for h in hidden]
+    for key, value in sizes:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            flag = "" if key == "hidden" else f" (--{key})"
+            raise ConfigError(f"{name}: {key}{flag} must be a positive integer, got {value!r}")
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],
@@ -104,9 +126,12 @@ def build_model(
         width, depth, norm: ConvNet channels, blocks and normalisation.
         seed: initialise deterministically from this seed (the global RNG is left untouched).
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+    check_model_options(name, hidden=hidden, width=width, depth=depth, norm=norm)
     input_shape = tuple(int(s) for s in input_shape)
+    if name == "convnet" and len(input_shape) == 3 and min(input_shape[1:]) < 2**depth:
+        raise ConfigError(f"convnet: depth {depth} halves the image size {depth} times, more than "
+                          f"{input_shape[1]} x {input_shape[2]} images allow; use --depth "
+                          f"{max(1, int(math.log2(min(input_shape[1:]))))} or less")
     fork = torch.random.fork_rng(devices=[]) if seed is not None else None
     if fork is not None:
         fork.__enter__()

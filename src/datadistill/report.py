@@ -249,6 +249,20 @@ class Report:
             raise ArtifactError(f"{path}: corrupt report JSON ({exc}); re-run the evaluation") from None
         if not isinstance(d, dict) or "rows" not in d:
             raise ArtifactError(f"{path}: not a datadistill report (no 'rows')")
+        damaged = f"{path}: damaged report"
+        if not isinstance(d["rows"], list) or not isinstance(d.get("context", {}), dict) or not isinstance(
+                d.get("images", []), list):
+            raise ArtifactError(f"{damaged} ('rows' and 'images' must be lists, 'context' an object); re-run the "
+                                "evaluation with --resume")
+        for i, row in enumerate(d["rows"]):
+            if not isinstance(row, dict) or not isinstance(row.get("method"), str):
+                raise ArtifactError(f"{damaged}: row {i} is not a result row (no method name); re-run the "
+                                    "evaluation with --resume")
+            bad = [k for k in ("size", "ratio", "test_accuracy", "train_seconds")
+                   if isinstance(row.get(k), bool) or not isinstance(row.get(k), (int, float))]
+            if bad:
+                raise ArtifactError(f"{damaged}: row {i} ({row['method']}) has no number for {', '.join(bad)}; "
+                                    "re-run the evaluation with --resume")
         return cls(rows=list(d["rows"]), context=dict(d.get("context", {})), images=list(d.get("images", [])))
 
     # --- figures --------------------------------------------------------------------------------

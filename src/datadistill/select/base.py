@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
+import warnings
 
 import numpy as np
 
 from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
-from ..errors import ConfigError, DataError
-from ..params import init_parameter_names
+from ..errors import ConfigError, DatadistillWarning, DataError
+from ..params import check_parameter_types, check_random_state, init_parameter_names
 
 REGISTRY: dict[str, type[Selector]] = {}
 
@@ -20,16 +23,23 @@ def register(cls: type[Selector]) -> type[Selector]:
     return cls
 
 
-def resolve_size(n: int, size: int | None, ratio: float | None) -> int:
-    """The number of samples to keep from ``n``, given exactly one of ``size`` and ``ratio``."""
+def check_size(size: int | None, ratio: float | None) -> None:
+    """Refuse anything but exactly one of a positive whole ``size`` or a ``ratio`` in (0, 1] (no data needed)."""
     if (size is None) == (ratio is None):
         raise ConfigError("give exactly one of size (a count) or ratio (a fraction in (0, 1])")
     if ratio is not None:
-        if not 0 < ratio <= 1:
-            raise ConfigError(f"ratio must be in (0, 1], got {ratio}")
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
+            raise ConfigError(f"ratio must be in (0, 1], got {ratio!r}")
+    elif (isinstance(size, bool) or not isinstance(size, numbers.Real) or not math.isfinite(size)
+          or int(size) != size or size < 1):
+        raise ConfigError(f"size must be a positive integer, got {size!r}")
+
+
+def resolve_size(n: int, size: int | None, ratio: float | None) -> int:
+    """The number of samples to keep from ``n``, given exactly one of ``size`` and ``ratio``."""
+    check_size(size, ratio)
+    if ratio is not None:
         return max(1, int(round(ratio * n)))
-    if int(size) != size or size < 1:
-        raise ConfigError(f"size must be a positive integer, got {size}")
     if size > n:
         raise DataError(f"asked for {size} samples but the training set has only {n}")
     return int(size)
@@ -111,7 +121,9 @@ class Selector:
     Args:
         size: how many samples to keep, or
         ratio: the fraction of the training set to keep, in (0, 1].
-        per_class: "proportional" (default), "balanced" or None (choose globally).
+        per_class: "proportional" (default), "balanced" or None (choose globally). A budget that leaves a
+            class with no sample (e.g. size 3 over 10 classes) is kept, with a ``DatadistillWarning``
+            naming those classes.
         random_state: seed; the same seed gives the same subset (probes included).
         min_per_class: a floor on every class's budget, so rare classes are not lost (taken from the
             largest classes' budgets).
@@ -149,6 +161,7 @@ class Selector:
         """Choose the subset of ``dataset``'s training samples."""
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
+        self.check_params()
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
         if getattr(self, "soft_labels", False) and not getattr(self, "has_probe", True):
@@ -159,6 +172,11 @@ class Selector:
         self._finish(dataset, results, start)
         return self
 
+    def check_params(self) -> None:
+        """Refuse a bad size, ratio or seed before any data is loaded (``fit`` calls this first)."""
+        check_size(self.size, self.ratio)
+        check_random_state(self.random_state)
+
     def partitions(self, dataset: Dataset, k: int) -> list[tuple[np.ndarray, int, list[int]]]:
         """(pool rows, budget, seed) per independent part: one per class, or the whole set when per_class=None.
 
@@ -168,6 +186,8 @@ class Selector:
         budgets = allocate(dataset.class_counts(), k, self.per_class)
         if self.min_per_class:
             budgets = apply_floor(budgets, dataset.class_counts(), int(self.min_per_class), k, dataset.classes)
+        if budgets is not None:
+            _warn_unrepresented(dataset, budgets, k, self.per_class)
         base_seed = [] if self.random_state is None else [int(self.random_state)]
         if budgets is None:
             return [(np.arange(len(dataset)), k, [*base_seed, 2**32 - 1])]  # a part id no class uses
@@ -225,6 +245,18 @@ class Selector:
         return self.fit(dataset).transform(dataset)
 
 
+def _warn_unrepresented(dataset: Dataset, budgets: np.ndarray, k: int, per_class: str | None) -> None:
+    """Warn when a per-class budget leaves classes with no sample (a model trained on it never predicts them)."""
+    left_out = [dataset.classes[c] for c in np.flatnonzero((budgets == 0) & (dataset.class_counts() > 0))]
+    if left_out:
+        present = int((dataset.class_counts() > 0).sum())
+        names = ", ".join(map(repr, left_out[:5])) + (" ..." if len(left_out) > 5 else "")
+        warnings.warn(f"a budget of {k} samples over {present} classes (per_class={per_class!r}) leaves "
+                      f"{len(left_out)} class{'es' if len(left_out) > 1 else ''} with no sample ({names}); "
+                      f"models trained on it cannot predict them. Keep at least {present} samples to give every "
+                      "class one", DatadistillWarning, stacklevel=4)
+
+
 def _plain(params: dict) -> dict:
     out = {}
     for k, v in params.items():
@@ -242,6 +274,7 @@ def get_selector(method: str, **params) -> Selector:
     if method not in REGISTRY:
         raise ConfigError(f"unknown selection method '{method}'; choose one of: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[method]
+    check_parameter_types(cls, params, method)
     try:
         return cls(**params)
     except TypeError as exc:

@@ -12,6 +12,8 @@ artifact in a fresh process reproduces the number measured right after distillat
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +28,33 @@ from ..training import TrainConfig, accuracy, resolve_device, train
 from .augment import DSA, strategy_for
 
 PROTOCOL = "dc"
+
+
+def check_protocol_options(n_models=5, epochs=None, lr=None, batch_size=256, architectures=None,
+                           **others) -> None:
+    """Refuse protocol options no data set could make valid (before anything trains); see evaluate_protocol."""
+    import inspect
+
+    known = set(inspect.signature(evaluate_protocol).parameters) - {"dataset", "distilled"}
+    unknown = sorted(set(others) - known)
+    if unknown:
+        raise ConfigError(f"unknown protocol option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+
+    def whole(name: str, value, flag: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(f"{name}{flag} must be a positive integer, got {value!r}")
+
+    whole("n_models", n_models, " (--eval-models)")
+    if epochs is not None:
+        whole("epochs", epochs, " (--eval-epochs)")
+    whole("batch_size", batch_size, "")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise ConfigError(f"lr must be a positive finite number, got {lr!r}")
+    for a in architectures or ():
+        if a not in MODELS:
+            raise ConfigError(f"unknown architecture '{a}'; choose from {', '.join(MODELS)}")
 
 
 def random_real_subset(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:
@@ -128,8 +157,8 @@ def evaluate_protocol(
     """
     if dataset.test is None:
         raise DataError(f"{dataset.name} has no test split; load it with a test split to evaluate")
-    if n_models < 1:
-        raise ConfigError(f"n_models must be >= 1, got {n_models}")
+    check_protocol_options(n_models=n_models, epochs=epochs, lr=lr, batch_size=batch_size,
+                           architectures=architectures)
     fp = distilled.source_fingerprint
     if check_source and fp and fp != dataset.fingerprint:
         raise DataError(f"the distilled set was made from other data (fingerprint {fp[:12]}, this data "
@@ -146,8 +175,6 @@ def evaluate_protocol(
     own_model = recipe.get("model") or ("convnet" if len(input_shape) == 3 else "mlp")
     archs = tuple(architectures) if architectures else (own_model,)
     for a in archs:
-        if a not in MODELS:
-            raise ConfigError(f"unknown architecture '{a}'; choose from {', '.join(MODELS)}")
         if a in ("convnet", "resnet18") and len(input_shape) != 3:
             raise ConfigError(f"{a} needs image data; {dataset.name} is tabular (use mlp or logreg)")
     dev = resolve_device(device)
