@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,12 +27,13 @@ from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError, DataError
-from ..models import MODELS, build_model
-from ..params import init_parameter_names
+from ..models import build_model, check_model_options
+from ..params import check_parameter_types, check_random_state, init_parameter_names
 from ..training import resolve_device
 
 REGISTRY: dict[str, type[Distiller]] = {}
 TABULAR_OK = "dm, dc, bptt and krr (with --model mlp)"
+MAX_LR = 1e8  # far above any published image learning rate; beyond it a step only blows the samples up
 
 
 def register(cls: type[Distiller]) -> type[Distiller]:
@@ -79,7 +82,11 @@ class Distiller:
         random_state: seed.
         checkpoint: a file to save progress to every ``checkpoint_every`` iterations and resume from.
         model_kwargs: passed to :func:`datadistill.models.build_model` (e.g. ``width``).
-        progress: show a progress bar with the current matching loss.
+        progress: show a progress bar with the current matching loss and the time left.
+        time_budget: wall-clock seconds for the whole fit (set-up included); after at least one iteration,
+            the loop stops before an iteration that would end past it and returns the samples as they are
+            then, recording in ``meta["timings"]`` how many iterations ran and that the budget stopped it
+            (with a checkpoint, a rerun continues from there). ``None``: run all ``iterations``.
     """
 
     name = "base"
@@ -89,7 +96,7 @@ class Distiller:
     def __init__(self, ipc: int = 10, *, model: str = "convnet", iterations: int = 1000, lr_images: float = 1.0,
                  init: str = "real", batch_real: int = 256, device: str | None = "auto", random_state: int = 0,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
-                 model_kwargs: dict | None = None, progress: bool = False):
+                 model_kwargs: dict | None = None, progress: bool = False, time_budget: float | None = None):
         self.ipc = ipc
         self.model = model
         self.iterations = iterations
@@ -102,6 +109,7 @@ class Distiller:
         self.checkpoint_every = checkpoint_every
         self.model_kwargs = dict(model_kwargs or {})
         self.progress = progress
+        self.time_budget = time_budget
 
     # --- helpers for subclasses -----------------------------------------------------------------
     def iteration_seed(self, it: int, stream: int = 0) -> int:
@@ -118,7 +126,7 @@ class Distiller:
 
     def params(self) -> dict:
         out = {}
-        for n in init_parameter_names(self, skip=("progress", "checkpoint", "checkpoint_every")):
+        for n in init_parameter_names(self, skip=("progress", "checkpoint", "checkpoint_every", "time_budget")):
             v = getattr(self, n, None)
             out[n] = v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else repr(v)
         return out
@@ -139,22 +147,40 @@ class Distiller:
         return None
 
     # --- validation ----------------------------------------------------------------------------
+    def check_params(self) -> None:
+        """Refuse settings that no data could make valid, before any data is loaded (``fit`` calls this first)."""
+        def whole(name: str, value, low: int) -> None:
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or int(value) != value or value < low):
+                raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+        whole("ipc", self.ipc, 1)
+        whole("iterations", self.iterations, 0)
+        whole("batch_real (--batch-real)", self.batch_real, 1)
+        whole("checkpoint_every", self.checkpoint_every, 1)
+        check_random_state(self.random_state)
+        lr = self.lr_images
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or not 0 < lr <= MAX_LR:
+            raise ConfigError(f"lr_images (--lr-images) must be a finite number in (0, {MAX_LR:g}], got {lr!r}")
+        budget = self.time_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Real)
+                                   or not math.isfinite(budget) or budget <= 0):
+            raise ConfigError(f"time_budget (--time-budget) must be a positive number of seconds, got {budget!r}")
+        if self.init not in ("real", "noise"):
+            raise ConfigError(f"init must be 'real' or 'noise', got {self.init!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
+        check_model_options(self.model, **self.model_kwargs)
+
     def _validate(self, dataset: Dataset) -> None:
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
-        if int(self.ipc) != self.ipc or self.ipc < 1:
-            raise ConfigError(f"ipc must be a positive integer, got {self.ipc}")
+        self.check_params()
         counts = dataset.class_counts()
         if self.ipc > counts.min():
             c = int(np.argmin(counts))
             raise DataError(f"ipc {self.ipc} is larger than the smallest class ('{dataset.classes[c]}' has "
                             f"{counts[c]} samples); use --ipc {counts.min()} or less")
-        if self.iterations < 0:
-            raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
-        if self.init not in ("real", "noise"):
-            raise ConfigError(f"init must be 'real' or 'noise', got {self.init!r}")
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model '{self.model}'; choose one of: {', '.join(MODELS)}")
         if not dataset.is_image:
             if self.needs_images:
                 raise DataError(f"{self.name} needs image data; {dataset.name} is tabular. Methods that work on "
@@ -165,9 +191,11 @@ class Distiller:
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, dataset: Dataset) -> DistilledSet:
         """Learn ``ipc`` synthetic samples per class of ``dataset``; resume from ``checkpoint`` if present."""
+        fit_start = time.perf_counter()
         self._validate(dataset)
         dev = resolve_device(self.device)
         pre = Preprocessor.fit(dataset)
+        self._check_model(pre.model_shape, dataset.n_classes)
         X_real = torch.as_tensor(pre.transform(dataset.X), device=dev)
         y_real = torch.as_tensor(dataset.y, device=dev)
         K = dataset.n_classes
@@ -194,18 +222,35 @@ class Distiller:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.iterations, initial=start_it, desc=f"distill {self.name}")
+        budget = float(self.time_budget) if self.time_budget is not None else None
         t0 = time.perf_counter()
+        done, saved, stopped_by_budget = start_it, start_it, False
         for it in range(start_it, self.iterations):
+            if budget is not None:
+                now = time.perf_counter()
+                per_iteration = (now - t0) / (it - start_it) if it > start_it else 0.0
+                if it > start_it and now - fit_start + per_iteration > budget:
+                    stopped_by_budget = True
+                    break
             loss = float(torch.as_tensor(self._step(ctx, it)).detach())
+            if not math.isfinite(loss):
+                self._diverged(it, "the matching loss")
             curve.append({"iteration": it, "loss": loss})
+            done = it + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}")
-            if ckpt is not None and ((it + 1) % self.checkpoint_every == 0 or it + 1 == self.iterations):
-                self._save_checkpoint(ckpt, ctx, it + 1, curve, dataset)
+                bar.set_postfix(self._progress_note(loss, fit_start, budget))
+            if ckpt is not None and (done % self.checkpoint_every == 0 or done == self.iterations):
+                self._check_finite(ctx, it)
+                self._save_checkpoint(ckpt, ctx, done, curve, dataset)
+                saved = done
+        if ckpt is not None and done != saved:
+            self._check_finite(ctx, done - 1)
+            self._save_checkpoint(ckpt, ctx, done, curve, dataset)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
+        self._check_finite(ctx, done - 1)
         X_out = pre.inverse(ctx.X_syn.detach().float().cpu().numpy())
         meta = {
             "kind": "synthetic",
@@ -216,8 +261,11 @@ class Distiller:
             "source": dataset.name,
             "source_fingerprint": dataset.fingerprint,
             "source_samples": len(dataset),
-            "timings": {"distill_seconds": seconds, "iterations_run": self.iterations - start_it,
-                        "seconds_per_iteration": seconds / max(1, self.iterations - start_it)},
+            "timings": {"distill_seconds": seconds, "iterations_run": done - start_it,
+                        "seconds_per_iteration": seconds / max(1, done - start_it),
+                        "iterations_done": done, "iterations_planned": self.iterations,
+                        "time_budget_seconds": budget, "stopped_by_time_budget": stopped_by_budget,
+                        "total_seconds": time.perf_counter() - fit_start},
             "device": str(dev),
             "curves": {"matching_loss": [r["loss"] for r in curve]},
             "training": {"preprocessor": pre.to_dict(), "model": self.model, "model_kwargs": self.model_kwargs,
@@ -225,6 +273,28 @@ class Distiller:
         }
         return DistilledSet(X=X_out, y=ctx.y_syn.cpu().numpy(), classes=dataset.classes,
                             soft_labels=self._soft_labels(ctx), meta=meta)
+
+    def _check_model(self, input_shape: tuple[int, ...], n_classes: int) -> None:
+        """Build the matching network once, so a model that does not fit the data fails before any work."""
+        build_model(self.model, input_shape, n_classes, seed=0, **self.model_kwargs)
+
+    def _diverged(self, it: int, what: str) -> None:
+        raise ConfigError(f"{self.name} diverged at iteration {it}: {what} became NaN or infinite; lower "
+                          f"--lr-images (now {self.lr_images:g}) or check the data's scale")
+
+    def _check_finite(self, ctx: Context, it: int) -> None:
+        if not bool(torch.isfinite(ctx.X_syn.detach()).all()):
+            self._diverged(it, "the synthetic samples")
+
+    @staticmethod
+    def _progress_note(loss: float, fit_start: float, budget: float | None) -> dict:
+        """Postfix of the progress bar: the loss and, under a time budget, the time left before it stops."""
+        note = {"loss": f"{loss:.4g}"}
+        if budget is not None:
+            from tqdm import tqdm
+
+            note["budget left"] = tqdm.format_interval(max(0.0, budget - (time.perf_counter() - fit_start)))
+        return note
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_key(self) -> str:
@@ -318,6 +388,7 @@ def get_distiller(method: str, **params) -> Distiller:
     """Instantiate a registered distiller by name."""
     if method not in REGISTRY:
         raise ConfigError(f"unknown distillation method '{method}'; choose one of: {', '.join(sorted(REGISTRY))}")
+    check_parameter_types(REGISTRY[method], params, method)
     try:
         return REGISTRY[method](**params)
     except TypeError as exc:
