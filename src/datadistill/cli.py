@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
-from .errors import ConfigError, DatadistillError
+from .errors import ArtifactError, ConfigError, DatadistillError, DatadistillWarning
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader (e.g. `head`) went away
+CPU_TIME_BUDGET = 300.0  # distill's default on a CPU when no --iterations is given: minutes, not hours
 
 EPILOG = """examples:
   datadistill demo                                   two-class 2-D demo + a short evaluation on digits
@@ -60,13 +67,100 @@ def _ratio(text: str) -> float:
     return value
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``5m``, ``1.5h`` or ``1h30m``; ``none`` (no limit) gives infinity."""
+    low = text.strip().lower().replace(" ", "")
+    if low in ("none", "off", "unlimited"):
+        return math.inf
+    if re.fullmatch(r"\d+(\.\d*)?", low):
+        seconds = float(low)
+    elif re.fullmatch(r"(\d+(\.\d*)?[hms])+", low):
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d*)?)([hms])", low))
+    else:
+        raise argparse.ArgumentTypeError(f"not a duration: '{text}' (e.g. 90, 90s, 5m, 1.5h or none)")
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds (or none for no limit), got '{text}'")
+    return seconds
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60:.3g} min" if seconds < 7200 else f"{seconds / 3600:.3g} h"
+
+
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+
+
+def _delimiter(text: str) -> str:
+    value = _DELIMITER_NAMES.get(text.lower(), text)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"give one character or tab, comma, semicolon, pipe, space; got '{text}'")
+    return value
+
+
 def _load(args) -> object:
     from .data import load
 
-    return load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed)
+    return load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed,
+                delimiter=args.delimiter)
+
+
+def _check_location(path: str | None, option: str, *, folder: bool = True) -> None:
+    """Refuse an output path that cannot be written, before any work (a missing parent folder is made later)."""
+    if not path:
+        return
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise ConfigError(f"{option} {path}: an existing file, not a folder; choose a folder path")
+    if not folder and target.is_dir():
+        raise ConfigError(f"{option} {path}: an existing folder; give a file path")
+    nearest = target.absolute().parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise ConfigError(f"{option} {path}: {nearest} is a file, so no folder can be made in it")
+    for probe in ([target] if folder and target.is_dir() else []) + [nearest]:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".datadistill-write-test-", dir=probe)
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); choose a "
+                              "writable location") from None
+        os.close(fd)
+        os.unlink(name)
+
+
+def _open_set(directory: str):
+    """DistilledSet.open, with any failure it does not explain itself turned into one ArtifactError line."""
+    from .data import DistilledSet
+
+    try:
+        return DistilledSet.open(directory)
+    except DatadistillError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged set fails in many ways; the user needs one line
+        raise ArtifactError(f"{directory}: damaged datadistill set ({type(exc).__name__}: {exc}); re-create it "
+                            "with select or distill") from None
+
+
+def _warning_printer(command: str):
+    """showwarning that prints datadistill's own warnings as one line and leaves others to Python."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DatadistillWarning):
+            print(f"datadistill {command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _check_out(out: str | None, overwrite: bool) -> None:
+    _check_location(out, "--out")
     if out and Path(out).exists() and not overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
     if out:
@@ -81,6 +175,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out share when DATA has no test split (default 0.2, stratified)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of that split (default 0)")
+    p.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
+                   help="CSV field separator: a character or tab/comma/semicolon/pipe (default: detected among "
+                        "',' ';' tab '|', with a warning when it is not ',')")
 
 
 # --- subcommands ---------------------------------------------------------------------------------
@@ -89,9 +186,6 @@ def cmd_select(args) -> int:
 
     if (args.ratio is None) == (args.size is None):
         raise ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
-    _check_out(args.out, args.overwrite)
-    dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
     params = _params(args.param)
     if args.features:
         params["features"] = args.features
@@ -100,6 +194,10 @@ def cmd_select(args) -> int:
     per_class = None if args.per_class == "none" else args.per_class
     selector = get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
                             random_state=args.seed, **params)
+    selector.check_params()  # size, ratio and seed before a large file is read
+    _check_out(args.out, args.overwrite)
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
     if args.dask is not None:
         from .parallel import fit_distributed
 
@@ -135,10 +233,9 @@ def cmd_methods(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .data import DistilledSet
     from .report import printable
 
-    ds = DistilledSet.open(args.dir)
+    ds = _open_set(args.dir)
     meta = ds.meta
     lines = [
         f"{args.dir}: {len(ds)} samples, {len(ds.classes)} classes, {meta.get('kind', '?')} by '{ds.method}'",
@@ -167,16 +264,21 @@ def cmd_show(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate, parse_ratios
+    from .synth.protocol import check_protocol_options
 
     ratios = parse_ratios(args.ratios)
-    dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
     options = {"n_models": args.eval_models}
     if args.eval_epochs is not None:
         options["epochs"] = args.eval_epochs
     if args.architectures:
         options["architectures"] = tuple(a.strip() for a in args.architectures.split(",") if a.strip())
+    check_protocol_options(**options)
+    for directory in args.distilled or ():
+        _open_set(directory)  # a damaged set is refused in one line before anything loads or trains
+    _check_location(args.out, "--out")
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
     report = evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
                       distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
                       out=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
@@ -198,10 +300,9 @@ def cmd_report(args) -> int:
 
 def cmd_distill(args) -> int:
     from .synth import get_distiller
+    from .synth.protocol import check_protocol_options
+    from .training import resolve_device
 
-    _check_out(args.out, args.overwrite)
-    dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
     params = _params(args.param)
     for key in ("iterations", "model", "init", "checkpoint", "lr_images", "batch_real"):
         value = getattr(args, key)
@@ -210,9 +311,31 @@ def cmd_distill(args) -> int:
     model_kwargs = {k: getattr(args, k) for k in ("width", "depth") if getattr(args, k) is not None}
     if model_kwargs:
         params["model_kwargs"] = model_kwargs
+    budget, budget_note = args.time_budget, ""
+    if (budget is None and args.iterations is None and "time_budget" not in params
+            and resolve_device(args.device or "auto").type == "cpu"):
+        budget = CPU_TIME_BUDGET
+        budget_note = (f"on a CPU: stopping after {_format_seconds(budget)} (--time-budget) with the samples so "
+                       "far; pass --iterations N or --time-budget none for the method's full budget (hours)")
+    if budget is not None and "time_budget" not in params:
+        params["time_budget"] = None if math.isinf(budget) else budget
     distiller = get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
                               progress=True, **params)
+    distiller.check_params()
+    if args.eval_models or args.eval_epochs is not None:
+        check_protocol_options(n_models=args.eval_models, epochs=args.eval_epochs)
+    _check_out(args.out, args.overwrite)
+    _check_location(args.checkpoint, "--checkpoint", folder=False)
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
+    if budget_note:
+        print(budget_note, file=sys.stderr)
     result = distiller.fit(dataset)
+    timings = result.meta["timings"]
+    if timings.get("stopped_by_time_budget"):
+        print(f"time budget of {_format_seconds(timings['time_budget_seconds'])} reached after "
+              f"{timings['iterations_done']:,} of {timings['iterations_planned']:,} iterations; keeping the samples "
+              "as they are" + ("; rerun with the same --checkpoint to continue" if args.checkpoint else ""))
     if args.eval_models > 0 and dataset.test is not None:
         from .synth.protocol import evaluate_protocol
 
@@ -242,6 +365,7 @@ def cmd_distill(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _check_location(args.out, "--out")
     run_demo(args.out, overwrite=args.overwrite, quick=args.quick)
     return 0
 
@@ -270,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--ratio", type=_ratio, help="fraction of the training set to keep, in (0, 1]")
     size.add_argument("--size", type=int, help="number of samples to keep")
     p.add_argument("--per-class", default="proportional", choices=["proportional", "balanced", "none"],
-                   help="budget per class: keep class shares (default), equal counts, or choose globally")
+                   help="budget per class: keep class shares (default), equal counts, or choose globally; a "
+                        "--size below the number of classes leaves some classes out (with a warning)")
     p.add_argument("--features", choices=["raw", "embedding"],
                    help="feature space of geometric methods: raw inputs or a probe network's penultimate layer")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
@@ -290,7 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.add_argument("--method", required=True, help="dm, dm-multilayer, dc, dsa, mtt, bptt or krr")
     p.add_argument("--ipc", type=int, default=10, help="synthetic samples per class (default 10)")
-    p.add_argument("--iterations", type=int, help="outer iterations (default: the method's own)")
+    p.add_argument("--iterations", type=int,
+                   help="outer iterations (default: the method's own, the papers' budgets: dm and dm-multilayer "
+                        "20,000, mtt 5,000, dc and dsa 1,000; bptt and krr 1,000. That takes hours on a CPU, so "
+                        "there a run without --iterations stops at --time-budget)")
     p.add_argument("--model", help="network to match through: convnet (images, default) or mlp (tabular)")
     p.add_argument("--width", type=int, help="ConvNet channels (default 128)")
     p.add_argument("--depth", type=int, help="ConvNet blocks (default 3)")
@@ -298,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-images", type=float, help="learning rate of the synthetic samples")
     p.add_argument("--batch-real", type=int, help="real samples per class per iteration")
     p.add_argument("--checkpoint", help="checkpoint file: progress is saved there and a rerun resumes from it")
+    p.add_argument("--time-budget", type=_duration, metavar="TIME",
+                   help="stop after this much wall-clock time (90, 90s, 5m, 1.5h), keeping the samples so far and "
+                        "recording how many iterations ran; 'none': no limit. Default: 5m on a CPU when "
+                        "--iterations is not given, none otherwise")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method-specific parameter, repeatable")
     p.add_argument("--eval-models", type=int, default=0,
                    help="after distilling, train this many fresh models on the result and store their accuracy")
@@ -366,7 +498,15 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", DatadistillWarning)
+            warnings.showwarning = _warning_printer(args.command)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head -1`) fails here, inside this handler, not at exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return EXIT_BROKEN_PIPE
     except DatadistillError as exc:
         print(f"datadistill {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
