@@ -482,7 +482,7 @@ def evaluate(
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan), desc=f"evaluate {dataset.name}", unit="row")
+        bar = tqdm(total=len(plan), desc=f"evaluate {dataset.name}", unit="row", disable=None)
     notify = progress if callable(progress) else None
     images: list[dict] = []
 
