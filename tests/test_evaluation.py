@@ -262,8 +262,11 @@ def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
         return [{"method": distilled.method, "size": len(distilled), "seed": i, "test_accuracy": 0.5 + i / 100,
                  "train_seconds": 1.0, "epochs": 300} for i in range(n_models)]
 
+    from datadistill.synth.protocol import check_protocol_options
+
     fake = types.ModuleType("datadistill.synth.protocol")
     fake.evaluate_protocol = fake_protocol
+    fake.check_protocol_options = check_protocol_options
     monkeypatch.setitem(sys.modules, "datadistill.synth.protocol", fake)
     report = _run(digits, methods=[], ratios=[0.05], seeds=2, distilled=[syn], protocol="dc")
     assert calls == [(digits.fingerprint, 30, 5, None)]
@@ -310,3 +313,16 @@ def test_budgeted_full_and_soft_label_rows(blobs):
         _run(blobs, methods=["random"], ratios=[0.1], seeds=1, soft_labels=["kcenter"])
     with pytest.raises(ConfigError, match="temperature"):
         _run(blobs, methods=["random"], ratios=[0.1], seeds=1, soft_labels=True, temperature=0)
+
+
+def test_bad_method_parameters_are_refused_before_an_old_run_is_replaced(blobs3d, tmp_path):
+    out = tmp_path / "run"
+    _run(blobs3d, methods=["random"], ratios=[0.1], seeds=1, out=out)
+    before = sorted(p.name for p in out.iterdir())
+    rows_before = (out / ROWS_FILE).read_text()
+    for params in ({"strategy": "bogus"}, {"prune": 2}, {"no_such_option": 1}):
+        with pytest.raises(ConfigError):
+            _run(blobs3d, methods=["entropy"], ratios=[0.1], seeds=1, out=out, overwrite=True,
+                 method_params={"entropy": params})
+        assert sorted(p.name for p in out.iterdir()) == before
+        assert (out / ROWS_FILE).read_text() == rows_before

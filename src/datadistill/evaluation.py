@@ -432,6 +432,8 @@ def evaluate(
         raise ConfigError(f"soft_labels names {', '.join(stray_soft)}, which is not among the methods evaluated")
 
     out_path = Path(out) if out is not None else None
+    for m in methods:  # bad method parameters are refused before any row trains or an old run is replaced
+        get_selector(m, size=1, random_state=seed_list[0], **method_params.get(m, {})).check_params()
     run = _RunDir(out_path, resume, overwrite)
     pre = Preprocessor.fit(dataset)
     n_val = len(_validation_rows(dataset.y, seed_list[0], validation_fraction, validation_max)[1])

@@ -78,11 +78,16 @@ class FeatureSelector(Selector):
         self.soft_labels = soft_labels
         self.temperature = temperature
 
+    def check_params(self) -> None:
+        super().check_params()
+        if self.features not in FEATURE_SPACES:
+            raise ConfigError(f"{self.name}: features must be one of {', '.join(FEATURE_SPACES)}, got {self.features!r}")
+        if self.soft_labels and self.features != "embedding":
+            raise ConfigError(f"{self.name}: soft labels need a probe; use features='embedding' ({PROBE_NOTE})")
+
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         self.device_ = resolve_device(self.device)
         seed = 0 if self.random_state is None else int(self.random_state)
-        if self.soft_labels and self.features != "embedding":
-            raise ConfigError(f"{self.name}: soft labels need a probe; use features='embedding' ({PROBE_NOTE})")
         self.features_, self.probe_logits_ = sample_features(
             dataset, features=self.features, pca=self.pca, model=self.model, epochs=self.epochs, seed=seed,
             device=self.device_, probe_params=self.probe_params, return_logits=True)

@@ -125,6 +125,11 @@ class KCenterSelector(FeatureSelector):
     summary = "k-center greedy: cover the data with the smallest largest distance (core-set)"
     cost = "O(N·k·d) time, O(N·d) memory"
 
+    def check_params(self) -> None:
+        super().check_params()
+        if self.trim != "auto" and not (isinstance(self.trim, (int, float)) and 0 <= self.trim < 1):
+            raise ConfigError(f"kcenter: trim must be a share in [0, 1) or 'auto', got {self.trim!r}")
+
     def _prepare(self, dataset, rng):
         super()._prepare(dataset, rng)
         self.radius_ = []
@@ -133,8 +138,6 @@ class KCenterSelector(FeatureSelector):
         X = self._tensor(pool)
         first = int(rng.integers(len(pool)))
         trim = auto_trim(k / len(pool)) if self.trim == "auto" else float(self.trim)
-        if not 0 <= trim < 1:
-            raise ConfigError(f"kcenter: trim must be in [0, 1) or 'auto', got {self.trim!r}")
         chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7, trim=trim, rng=rng)
         self.radius_.append(radius)
         return pool[chosen], sizes

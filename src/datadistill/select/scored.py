@@ -38,7 +38,8 @@ class ScoreSelector(Selector):
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
                  strategy: str = "coverage", order: str | None = None, model: str = "mlp", epochs: int = 5,
                  seeds=None, device: str = "auto", score_params: dict | None = None, soft_labels: bool = False,
-                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA):
+                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA, strata: str = "width",
+                 prune: float | str = "auto", drop_misclassified: bool = True):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
         self.strategy = strategy
         self.order = order
@@ -50,16 +51,29 @@ class ScoreSelector(Selector):
         self.soft_labels = soft_labels
         self.temperature = temperature
         self.n_strata = n_strata
+        self.strata = strata
+        self.prune = prune
+        self.drop_misclassified = drop_misclassified
+
+    def check_params(self) -> None:
+        super().check_params()
+        if self.order not in (None, "highest", "lowest"):
+            raise ConfigError(f"{self.name}: order must be 'highest' or 'lowest', got {self.order!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"{self.name}: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strata not in ("width", "quantile"):
+            raise ConfigError(f"{self.name}: strata must be 'width' or 'quantile', got {self.strata!r}")
+        if self.prune != "auto" and not (isinstance(self.prune, (int, float)) and 0 <= self.prune < 1):
+            raise ConfigError(f"{self.name}: prune must be a share in [0, 1) or 'auto', got {self.prune!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < float("inf")):
+            raise ConfigError(f"{self.name}: temperature must be a positive number, got {self.temperature!r}")
+        if int(self.n_strata) < 1:
+            raise ConfigError(f"{self.name}: n_strata must be at least 1, got {self.n_strata!r}")
 
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         from ..scores import SCORERS, score_with_logits
 
-        order = self.order or SCORERS[self.score_name].informative
-        if order not in ("highest", "lowest"):
-            raise ConfigError(f"{self.name}: order must be 'highest' or 'lowest', got {self.order!r}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"{self.name}: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        self.order_ = order
+        self.order_ = self.order or SCORERS[self.score_name].informative
         seeds = self.seeds if self.seeds is not None else (0 if self.random_state is None else int(self.random_state),)
         self.scores_, self.probe_logits_ = score_with_logits(
             dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=seeds, device=self.device,
@@ -70,8 +84,10 @@ class ScoreSelector(Selector):
     def _select_pool(self, pool, k, rng):
         s = self.scores_[pool]
         difficulty = s if self.order_ == "highest" else -s
-        wrong = self.probe_logits_[pool].argmax(axis=1) != self._labels[pool]
-        pos = choose(difficulty, k, rng, strategy=self.strategy, wrong=wrong, n_strata=self.n_strata)
+        wrong = self.probe_logits_[pool].argmax(axis=1) != self._labels[pool] if self.drop_misclassified else None
+        prune = None if self.prune == "auto" else float(self.prune)
+        pos = choose(difficulty, k, rng, strategy=self.strategy, wrong=wrong, n_strata=self.n_strata,
+                     strata=self.strata, prune=prune)
         return pool[pos], None
 
 
