@@ -47,14 +47,16 @@ def _stable_sort(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def coverage_strata(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, prune: float,
-                    n_strata: int = DEFAULT_STRATA) -> np.ndarray:
+                    n_strata: int = DEFAULT_STRATA, strata: str = "width") -> np.ndarray:
     """CCS: positions of ``k`` samples spread over ``n_strata`` equal-width difficulty strata.
 
     Args:
         difficulty: score per candidate (higher = harder).
         k: how many to keep.
         prune: share of the hardest candidates removed first.
-        n_strata: number of equal-width strata of the remaining score range.
+        n_strata: number of strata of the remaining score range.
+        strata: "width" (equal-width score bins, CCS: sparse score regions are over-sampled) or "quantile"
+            (equal-count bins: stratified sampling that keeps the score distribution of the pool).
     """
     n = len(difficulty)
     order = _stable_sort(difficulty, rng)  # easiest first
@@ -64,8 +66,13 @@ def coverage_strata(difficulty: np.ndarray, k: int, rng: np.random.Generator, *,
     lo, hi = float(s.min()), float(s.max())
     if hi <= lo:
         return rng.choice(cand, size=k, replace=False)
-    edges = np.linspace(lo, hi, n_strata + 1)
-    bins = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_strata - 1)
+    if strata == "quantile":
+        ranks = np.empty(len(s), dtype=np.int64)
+        ranks[np.argsort(s, kind="stable")] = np.arange(len(s))
+        bins = (ranks * n_strata) // len(s)
+    else:
+        edges = np.linspace(lo, hi, n_strata + 1)
+        bins = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_strata - 1)
     members = [cand[bins == b] for b in range(n_strata)]
     members = [m for m in members if len(m)]
     chosen = []
@@ -90,7 +97,7 @@ def moderate(difficulty: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
 
 def choose(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, strategy: str = "coverage",
            wrong: np.ndarray | None = None, prune: float | None = None,
-           n_strata: int = DEFAULT_STRATA) -> np.ndarray:
+           n_strata: int = DEFAULT_STRATA, strata: str = "width") -> np.ndarray:
     """Positions (into ``difficulty``) of the ``k`` samples a strategy keeps.
 
     Args:
@@ -116,7 +123,8 @@ def choose(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, strategy
     if wrong is not None and wrong.any():
         right = np.flatnonzero(~wrong)
         if len(right) >= k:
-            inner = choose(difficulty[right], k, rng, strategy=strategy, prune=prune, n_strata=n_strata)
+            inner = choose(difficulty[right], k, rng, strategy=strategy, prune=prune, n_strata=n_strata,
+                           strata=strata)
             return right[inner]
         # too few correctly classified samples: keep them all, then the least hard of the rest
         bad = np.flatnonzero(wrong)
@@ -126,4 +134,4 @@ def choose(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, strategy
         return moderate(difficulty, k, rng)
     if prune is None:
         prune = hard_prune_fraction(k / n)
-    return coverage_strata(difficulty, k, rng, prune=prune, n_strata=n_strata)
+    return coverage_strata(difficulty, k, rng, prune=prune, n_strata=n_strata, strata=strata)
