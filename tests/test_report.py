@@ -130,3 +130,24 @@ def test_image_grid_figure_writes_a_png(tmp_path):
     X = np.random.default_rng(0).integers(0, 255, size=(12, 3, 6, 6)).astype(np.uint8)
     path = image_grid_figure(X, np.arange(12) % 4, ["w", "x", "y", "z"], tmp_path / "g.png", per_class=3)
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_one_sign_convention_significant_losses_and_per_class_flags():
+    rows = []
+    for seed in range(2):
+        rows.append({"method": "full", "kind": "full", "size": 100, "ratio": 1.0, "seed": seed,
+                     "test_accuracy": 0.9, "train_seconds": 10.0, "class_accuracy": [0.9, 0.9, 0.9]})
+        rows.append({"method": "random", "kind": "selection", "size": 10, "ratio": 0.1, "seed": seed,
+                     "test_accuracy": 0.85 + seed * 0.002, "train_seconds": 1.0, "class_accuracy": [0.85, 0.85, 0.85]})
+        # loses 6 points overall but 20 on the rare class 'c'
+        rows.append({"method": "bad", "kind": "selection", "size": 10, "ratio": 0.1, "seed": seed,
+                     "test_accuracy": 0.84 - seed * 0.002, "train_seconds": 1.0, "class_accuracy": [0.9, 0.92, 0.70]})
+    report = Report(rows=rows, context={"classes": ["a", "b", "c"], "budget_rule": "trained to convergence"})
+    agg = {a["method"]: a for a in report.aggregate()}
+    assert agg["random"]["vs_full_points"] < 0 and agg["bad"]["vs_full_points"] < 0
+    versus = {v["method"]: v for v in report.against_random()}
+    assert versus["bad"]["delta_points"] < 0 and versus["bad"]["clear"] and not versus["bad"]["beats"]
+    flags = {c["method"]: c["flagged"] for c in report.class_losses()}
+    assert [f["class"] for f in flags["bad"]] == ["c"] and flags["random"] == []
+    md = report.to_markdown()
+    assert "c -20.0" in md and "trained to convergence" in md and "vs full (points)" in md

@@ -80,6 +80,21 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def _class_means(rows: list[dict]) -> list[float | None] | None:
+    """Per-class test accuracy averaged over seeds (None where rows carry none)."""
+    per = [r["class_accuracy"] for r in rows if isinstance(r.get("class_accuracy"), list)]
+    if not per:
+        return None
+    out = []
+    for c in range(len(per[0])):
+        vals = [p[c] for p in per if c < len(p) and p[c] is not None]
+        out.append(float(np.mean(vals)) if vals else None)
+    return out
+
+
+CLASS_MARGIN_POINTS = 2.0
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den and den > 0 and math.isfinite(num) and math.isfinite(den) else float("nan")
 
@@ -144,6 +159,8 @@ class Report:
                 "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
                 "accuracy_mean": acc, "accuracy_std": acc_sd,
                 "accuracy_drop": (full_acc - acc) * 100 if full else float("nan"),
+                "vs_full_points": (acc - full_acc) * 100 if full else float("nan"),
+                "class_accuracy": _class_means(rs),
                 "train_seconds_mean": tr, "train_seconds_std": tr_sd,
                 "select_seconds_mean": sel, "select_seconds_std": sel_sd,
                 "epochs_mean": ep,
@@ -156,7 +173,9 @@ class Report:
     def against_random(self) -> list[dict]:
         """For every non-baseline (method, size) with a random row of the same size: accuracy delta in points.
 
-        ``beats``: mean above random's; ``clear``: the gap exceeds the two standard deviations combined.
+        One sign convention everywhere: method minus reference, negative = worse. ``beats``: mean above
+        random's; ``clear``: the gap, either way, exceeds the two standard deviations combined (a significant
+        gain when ``beats``, a significant loss otherwise).
         """
         agg = self.aggregate()
         random = {a["size"]: a for a in agg if a["method"] == RANDOM}
@@ -168,20 +187,48 @@ class Report:
             delta = (a["accuracy_mean"] - r["accuracy_mean"]) * 100
             spread = (a["accuracy_std"] + r["accuracy_std"]) * 100
             out.append({"method": a["method"], "size": a["size"], "ratio": a["ratio"], "delta_points": delta,
-                        "beats": delta > 0, "clear": delta > spread})
+                        "beats": delta > 0, "clear": abs(delta) > spread})
+        return out
+
+    def class_losses(self, margin_points: float = CLASS_MARGIN_POINTS) -> list[dict]:
+        """Classes a smaller set loses more on than it loses overall (by more than ``margin_points``).
+
+        Per (method, size): each class's accuracy against the full rows' accuracy on that class; a class is
+        flagged when its loss exceeds the overall loss plus the margin (rare patterns are the usual victims).
+        """
+        agg = self.aggregate()
+        full = next((a for a in agg if a["method"] == FULL), None)
+        classes = list(self.context.get("classes", []))
+        if full is None or not full.get("class_accuracy"):
+            return []
+        out = []
+        for a in agg:
+            if a["method"] == FULL or not a.get("class_accuracy"):
+                continue
+            overall = -a["vs_full_points"]
+            flagged = []
+            for c, (f, v) in enumerate(zip(full["class_accuracy"], a["class_accuracy"])):
+                if f is None or v is None:
+                    continue
+                loss = (f - v) * 100
+                if loss > overall + margin_points:
+                    flagged.append({"class": classes[c] if c < len(classes) else str(c), "full": f * 100,
+                                    "subset": v * 100, "vs_full_points": -loss})
+            out.append({"method": a["method"], "size": a["size"], "overall_vs_full_points": -overall,
+                        "flagged": flagged})
         return out
 
     # --- text -----------------------------------------------------------------------------------
     def table_markdown(self) -> str:
         """The aggregated table alone, as Markdown."""
         lines = [
-            "| method | size | ratio | seeds | test accuracy % | drop vs full (points) | train s | "
+            "| method | size | ratio | seeds | test accuracy % | vs full (points) | train s | "
             "train speedup | select s | total speedup | epochs |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for a in self.aggregate():
             name = markdown_text(a["method"]) + (" (weighted)" if a["weighted"] else "")
-            drop = "—" if a["method"] == FULL else f"{a['accuracy_drop']:+.2f}"
+            drop = "—" if a["method"] == FULL else f"{a['vs_full_points']:+.2f}"
             lines.append(
                 f"| {name} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | "
                 f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f} | {drop} | "
@@ -205,6 +252,8 @@ class Report:
             ("versions", ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())),
             ("date", env.get("date")),
             ("command", c.get("command")),
+            ("training budget", c.get("budget_rule")),
+            ("soft labels", c.get("soft_label_teacher")),
             ("protocol", c.get("protocol_note")),
         ]
         return [(k, str(v), k in ("command", "recipe")) for k, v in items if v not in (None, "")]
@@ -220,12 +269,22 @@ class Report:
         parts = [title, "", self.context_markdown(), "", self.table_markdown(), ""]
         versus = self.against_random()
         if versus:
-            parts += ["Against random at the same size (accuracy points; * = gap larger than both stds together):", ""]
+            parts += ["Against random at the same size (method minus random, accuracy points; * = significant: the gap, "
+                      "either way, is larger than both standard deviations together):", ""]
             by_method: dict[str, list[str]] = {}
             for v in versus:
                 mark = "*" if v["clear"] else ""
                 by_method.setdefault(v["method"], []).append(f"{v['size']:,}: {v['delta_points']:+.2f}{mark}")
             parts += [f"- {markdown_text(m)}: {', '.join(s)}" for m, s in by_method.items()]
+            parts.append("")
+        losses = self.class_losses()
+        if losses:
+            parts += [f"What a smaller set loses, per class (classes whose accuracy drops more than the overall drop "
+                      f"+ {CLASS_MARGIN_POINTS:g} points against full data):", ""]
+            for item in losses:
+                flagged = ", ".join(f"{markdown_text(f['class'])} {f['vs_full_points']:+.1f}" for f in item["flagged"])
+                parts.append(f"- {markdown_text(item['method'])} at {item['size']:,} (overall "
+                             f"{item['overall_vs_full_points']:+.2f}): {flagged or 'no class beyond the margin'}")
             parts.append("")
         return "\n".join(parts)
 
@@ -356,13 +415,13 @@ class Report:
         pngs = figure_pngs if figure_pngs is not None else self._figure_pngs()
         esc = html.escape
         title = f"Evaluation: {self.context.get('dataset', 'data set')}, model {self.context.get('model', '?')}"
-        head = ["method", "size", "ratio", "seeds", "test accuracy %", "drop vs full (points)", "train s",
+        head = ["method", "size", "ratio", "seeds", "test accuracy %", "vs full (points)", "train s",
                 "train speedup", "select s", "total speedup", "epochs"]
         body = []
         for a in self.aggregate():
             cells = [a["method"] + (" (weighted)" if a["weighted"] else ""), f"{a['size']:,}", f"{a['ratio']:.3g}",
                      str(a["seeds"]), f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f}",
-                     "—" if a["method"] == FULL else f"{a['accuracy_drop']:+.2f}",
+                     "—" if a["method"] == FULL else f"{a['vs_full_points']:+.2f}",
                      f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", f"{a['train_speedup']:.1f}x",
                      f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}"]
             cls = ' class="baseline"' if a["method"] in (FULL, RANDOM) else ""
@@ -371,7 +430,12 @@ class Report:
                           for k, v, _ in self._context_items())
         versus = "".join(
             f"<li>{esc(v['method'])} at {v['size']:,}: {v['delta_points']:+.2f} points"
-            f"{' (clear)' if v['clear'] else ''}</li>" for v in self.against_random())
+            f"{(' (significant gain)' if v['beats'] else ' (significant loss)') if v['clear'] else ''}</li>"
+            for v in self.against_random())
+        class_items = "".join(
+            f"<li>{esc(item['method'])} at {item['size']:,} (overall {item['overall_vs_full_points']:+.2f}): "
+            + (esc(", ".join(f"{f['class']} {f['vs_full_points']:+.1f}" for f in item["flagged"]))
+               or "no class beyond the margin") + "</li>" for item in self.class_losses())
         figures = "".join(
             f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
             f"<figcaption>{esc(name)}</figcaption></figure>" for name, png in pngs)
@@ -389,8 +453,10 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 <ul>{context}</ul>
 <h2>Results (mean ± std over seeds)</h2>
 <table><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead><tbody>{"".join(body)}</tbody></table>
-<h2>Against random at the same size</h2>
+<h2>Against random at the same size (method minus random, points)</h2>
 <ul>{versus or "<li>no method rows with a random row of the same size</li>"}</ul>
+<h2>What a smaller set loses, per class (beyond the overall drop + {CLASS_MARGIN_POINTS:g} points)</h2>
+<ul>{class_items or "<li>no per-class accuracy in these rows</li>"}</ul>
 <h2>Figures</h2>
 {figures}
 </body></html>
