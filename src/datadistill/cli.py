@@ -205,6 +205,13 @@ def cmd_select(args) -> int:
     else:
         selector.fit(dataset)
     result = selector.transform(dataset)
+    if args.check:
+        from .guard import check_against_random
+
+        check = check_against_random(dataset, selector.indices_, model=args.check, random_state=args.seed,
+                                     method=args.method, device=args.device)
+        result.meta["check"] = check.to_dict()
+        print(check.message(), file=sys.stderr)
     result.save(args.out, overwrite=args.overwrite)
     print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
           f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
@@ -405,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the per-class parts on a Dask cluster (a local one when no address is given)")
     p.add_argument("--workers", type=int, default=2, help="workers of the local Dask cluster (default 2)")
+    p.add_argument("--check", nargs="?", const="logreg", choices=["logreg", "mlp"], metavar="MODEL",
+                   help="compare the subset with random subsets of the same size (a cheap logreg or mlp proxy on "
+                        "held-out training rows); warns in one line when it is worse; recorded in meta.json")
     p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_select)
