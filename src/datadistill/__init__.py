@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .auto import auto  # noqa: E402
 from .data import Dataset, DistilledSet, load  # noqa: E402
 from .errors import ArtifactError, ConfigError, DatadistillError, DataError  # noqa: E402
 from .guard import check_against_random  # noqa: E402
@@ -25,4 +26,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dataset", "DistilledSet",
-           "__version__", "check_against_random", "distill", "evaluate", "load", "open", "save", "select"]
+           "__version__", "auto", "check_against_random", "distill", "evaluate", "load", "open", "save", "select"]

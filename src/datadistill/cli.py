@@ -23,6 +23,7 @@ EPILOG = """examples:
   datadistill methods                                every selection and distillation method, with its cost
   datadistill select mnist.npz --method kcenter --ratio 0.1 --out mnist-kcenter
   datadistill show mnist-kcenter
+  datadistill auto mnist.npz --max-drop 1.0 --budget-minutes 30 --out mnist-auto
   datadistill evaluate mnist.npz --methods random,kcenter,entropy --ratios 0.01,0.1 --out eval-mnist
   datadistill distill mnist.npz --method dm --ipc 10 --out mnist-dm
   datadistill evaluate mnist.npz --distilled mnist-dm --protocol dc --out eval-dm
@@ -215,6 +216,44 @@ def cmd_select(args) -> int:
     result.save(args.out, overwrite=args.overwrite)
     print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
           f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_auto(args) -> int:
+    from .auto import SEARCH_MD, SET_DIR, auto, check_options, check_out
+    from .evaluation import default_recipe, parse_ratios
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    ratios = parse_ratios(args.ratios) if args.ratios else None
+    options = {"max_drop": args.max_drop, "model": args.model, "budget_minutes": args.budget_minutes,
+               "search": args.search, "methods": methods, "soft_labels": args.soft_labels, "ratios": ratios,
+               "proxy_steps": args.proxy_steps, "verify_seeds": args.verify_seeds, "random_state": args.seed}
+    check_options(**options)  # before a large file is read
+    _check_location(args.out, "--out")
+    check_out(Path(args.out), args.overwrite)
+    recipe = None
+    if args.verify_steps is not None:
+        if args.verify_steps < 1:
+            raise ConfigError(f"--verify-steps must be a positive number of optimiser steps, got {args.verify_steps}")
+        from dataclasses import replace
+
+        recipe = default_recipe(args.model)
+        recipe = replace(recipe, max_steps=args.verify_steps, min_steps=min(recipe.min_steps, args.verify_steps),
+                         patience_steps=min(recipe.patience_steps, args.verify_steps),
+                         eval_every=min(recipe.eval_every, args.verify_steps))
+    dataset = _load(args)
+    print(dataset.summary(), file=sys.stderr)
+    result = auto(dataset, **options, train_config=recipe, device=args.device, out=args.out,
+                  overwrite=args.overwrite, command=" ".join(["datadistill", *sys.argv[1:]]))
+    for note in result.notes:
+        print(f"datadistill auto: note: {note}", file=sys.stderr)
+    if result.fallback:
+        print(f"datadistill auto: warning: {result.fallback}", file=sys.stderr)
+    if not result.within_drop:
+        print(f"datadistill auto: warning: the returned set lost {result.verified['drop']:.2f} points against full "
+              f"data in verification, more than --max-drop {args.max_drop}", file=sys.stderr)
+    print(result.summary())
+    print(f"set: {Path(args.out) / SET_DIR}; search report: {Path(args.out) / SEARCH_MD}")
     return 0
 
 
@@ -418,6 +457,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("auto", help="find the smallest selected set within --max-drop of full data, verified",
+                       description="Search selection method x size (x soft labels) with cheap proxy models on a "
+                                   "validation split of the training rows, keep the smallest set predicted to stay "
+                                   "within --max-drop accuracy points of full data, then verify it with the real "
+                                   "model on the test split against full data and random subsets of the same "
+                                   "size. Writes OUT/set (the set), OUT/search.json and OUT/search.md.")
+    _data_arguments(p)
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="accuracy points the set may lose against full data (default 1.0)")
+    p.add_argument("--model", default="mlp", help="logreg, mlp (default), convnet or resnet18")
+    p.add_argument("--budget-minutes", type=float, metavar="N",
+                   help="time for search and verification together (default: no limit)")
+    p.add_argument("--search", default="halving", choices=["halving", "bayes", "genetic"],
+                   help="successive halving (default), Bayesian optimisation (optuna TPE), or a genetic search "
+                        "that evolves the subset itself")
+    p.add_argument("--methods", help="comma-separated selection methods to search (default: stratified, entropy, "
+                                     "margin, el2n, forgetting, herding)")
+    p.add_argument("--soft-labels", action="store_true",
+                   help="also search each probe method with its probe's soft labels (probe methods only)")
+    p.add_argument("--ratios", help="comma-separated candidate sizes as fractions of the pool (default: 8 "
+                                    "geometric steps from 0.01 to 0.5)")
+    p.add_argument("--proxy-steps", type=int, default=200, help="optimiser steps of the cheapest proxy (200)")
+    p.add_argument("--verify-seeds", type=int, default=3, help="seeds of the verification (3)")
+    p.add_argument("--verify-steps", type=int, metavar="N",
+                   help="cap verification training at N optimiser steps (default: the evaluation recipe's rule)")
+    p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory auto wrote")
+    p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("distill", help="learn a few synthetic samples per class",
                        description="Learn IPC synthetic samples per class of DATA and save them (in DATA's own "
