@@ -158,3 +158,19 @@ def test_min_per_class_floor_and_its_bad_input():
         get_selector("stratified", size=20, min_per_class=10).fit(ds)
     with pytest.raises(ConfigError, match="per-class"):
         get_selector("random", size=50, min_per_class=5).fit(ds)
+
+
+def test_kcenter_d2_default_follows_density_and_farthest_first_covers():
+    import torch
+
+    rng = np.random.default_rng(1)
+    dense = rng.normal(size=(2000, 2)) * 0.5
+    sparse = rng.uniform(-6, 6, size=(100, 2))  # a thin background, 5% of the rows
+    X = np.concatenate([dense, sparse]).astype(np.float32)
+    far, _, far_radius = kcenter_greedy(torch.as_tensor(X), 40, first=0)
+    d2, _, d2_radius = kcenter_greedy(torch.as_tensor(X), 40, first=0, d2=True, rng=np.random.default_rng(0))
+    in_dense = lambda idx: np.mean(np.abs(X[idx]).max(axis=1) < 1.5)  # noqa: E731
+    assert in_dense(d2) > in_dense(far) + 0.2  # D² keeps more picks where the data are
+    assert far_radius <= d2_radius  # farthest-first is the covering-radius method
+    s = get_selector("kcenter", size=40, per_class=None).fit(Dataset.create(X, np.arange(len(X)) % 2, name="x"))
+    assert s.sampling == "d2" and len(np.unique(s.indices_)) == 40

@@ -192,6 +192,12 @@ def cmd_select(args) -> int:
         params["features"] = args.features
     if args.device:
         params["device"] = args.device
+    if args.strategy:
+        params["strategy"] = args.strategy
+    if args.soft_labels:
+        params["soft_labels"] = True
+    if args.min_per_class:
+        params["min_per_class"] = args.min_per_class
     per_class = None if args.per_class == "none" else args.per_class
     selector = get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
                             random_state=args.seed, **params)
@@ -328,11 +334,21 @@ def cmd_evaluate(args) -> int:
     report = evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
                       distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
                       out=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
-                      use_weights=args.use_weights, progress=True, command=" ".join(["datadistill", *sys.argv[1:]]))
+                      use_weights=args.use_weights, progress=True, command=" ".join(["datadistill", *sys.argv[1:]]),
+                      budget=args.budget, epochs=args.epochs, budgeted_full=args.budgeted_full,
+                      soft_labels=_soft_list(args.soft_labels, methods), temperature=args.temperature)
     print(report.to_markdown())
     if args.out:
         print(f"\nreport: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _soft_list(text: str | None, methods: list[str]) -> list[str] | bool:
+    if not text:
+        return []
+    if text.strip() == "all":
+        return True
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def cmd_report(args) -> int:
@@ -444,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "--size below the number of classes leaves some classes out (with a warning)")
     p.add_argument("--features", choices=["raw", "embedding"],
                    help="feature space of geometric methods: raw inputs or a probe network's penultimate layer")
+    p.add_argument("--strategy", choices=["coverage", "moderate", "hardest", "easiest"],
+                   help="score methods: how a difficulty score becomes a subset. coverage (default): drop rows the "
+                        "probe misclassifies, spread the budget over score strata; hardest: plain top-k (collapses at "
+                        "small budgets and on noisy labels); moderate: nearest the median score")
+    p.add_argument("--soft-labels", action="store_true",
+                   help="store the probe's class probabilities (temperature 4) with the set (methods with a probe)")
+    p.add_argument("--min-per-class", type=int, default=0, metavar="N",
+                   help="every class keeps at least N samples (taken from the largest classes' budgets)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="method-specific parameter, repeatable (e.g. --param model=logreg --param epochs=10)")
     p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
@@ -539,6 +563,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architectures",
                    help="--protocol dc: comma-separated models, e.g. convnet,mlp,resnet18 (default: the set's own)")
     p.add_argument("--use-weights", action="store_true", help="weight kept samples by how many they stand for")
+    p.add_argument("--budget", choices=["converge", "epochs"], default="converge",
+                   help="converge (default): every row trains until validation accuracy stops improving, under one "
+                        "rule counted in optimiser steps (stated in the report); epochs: the same --epochs for every "
+                        "row, no early stopping (the founding paper's protocol: a 10x smaller set trains ~10x faster)")
+    p.add_argument("--epochs", type=int, default=10, help="--budget epochs: epochs per row (default 10)")
+    p.add_argument("--budgeted-full", action="store_true",
+                   help="also train full data for as many optimiser steps as each random subset took")
+    p.add_argument("--soft-labels", metavar="METHODS",
+                   help="comma-separated methods (or 'all') that also get a +soft row: the subset trained on the "
+                        "soft labels of a teacher (this seed's full-data model)")
+    p.add_argument("--temperature", type=float, default=4.0, help="soft-label temperature (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--out", help="run directory (rows, report, figures)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -17,7 +17,7 @@ from .features import FeatureSelector
 
 
 def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = False, trim: float = 0.0,
-                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+                   rng: np.random.Generator | None = None, d2: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Greedy k-center on the rows of ``X``; returns (centres in selection order, cell sizes, radius).
 
     Args:
@@ -29,7 +29,11 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
             chosen centres instead of the farthest, so the ``trim`` share of most isolated rows (outliers,
             often mislabelled) are never chosen just for being far (k-center with outliers in the spirit of
             Charikar et al., 2001). 0 = classic farthest-first.
-        rng: generator for the fill-up when fewer than ``k`` distinct rows exist (duplicates).
+        rng: generator for the fill-up when fewer than ``k`` distinct rows exist (duplicates), and for ``d2``.
+        d2: draw the next centre with probability proportional to its squared distance to the chosen ones
+            (D² sampling, the k-means++ seeding of Arthur & Vassilvitskii, 2007) instead of taking the
+            farthest: isolated rows are likelier than dense ones one by one, but a dense region as a whole
+            gets its share, so the picks follow the data's density while still covering it.
     """
     n = len(X)
     sqn = (X * X).sum(dim=1)
@@ -69,7 +73,12 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
         owner[c] = t
         if t + 1 == k:
             break
-        if trim > 0:
+        if d2:
+            w = mind.double().cpu().numpy()
+            total = w.sum()
+            gen = rng if rng is not None else np.random.default_rng(0)
+            c = int(gen.choice(n, p=w / total)) if total > 0 else int(torch.argmax(mind))
+        elif trim > 0:
             rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
             target = torch.kthvalue(mind, rank).values
             cand = torch.nonzero(mind <= target).squeeze(1)
@@ -109,26 +118,34 @@ class KCenterSelector(FeatureSelector):
     covering radius of each pool (a list, one per class when per_class is set).
 
     Args:
-        trim: share of each pool's most isolated rows that farthest-first may skip (see
-            :func:`kcenter_greedy`); "auto" (default) follows the budget, 0 is classic k-center.
+        sampling: "d2" (default): each next centre is drawn with probability proportional to its squared
+            distance to the chosen ones (k-means++ seeding), which covers the data while following its density;
+            "farthest": classic farthest-first (the 2-approximation of the covering radius). On real data the
+            farthest rows are outliers and atypical or mislabelled samples, and farthest-first subsets lost 4-8
+            points to random on ijcnn1 and up to 16 on MNIST at small budgets; D² sampling did not.
+        trim: with "farthest", the share of each pool's most isolated rows that may be skipped (see
+            :func:`kcenter_greedy`); "auto" follows the budget; 0 (default) is classic k-center.
     """
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0,
-                 soft_labels=False, temperature=4.0, trim="auto"):
+                 soft_labels=False, temperature=4.0, trim: float | str = 0.0, sampling: str = "d2"):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
                          min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
         self.trim = trim
+        self.sampling = sampling
 
     name = "kcenter"
-    summary = "k-center greedy: cover the data with the smallest largest distance (core-set)"
+    summary = "k-center: cover the data (D² sampling by default; farthest-first greedy core-set on request)"
     cost = "O(N·k·d) time, O(N·d) memory"
 
     def check_params(self) -> None:
         super().check_params()
         if self.trim != "auto" and not (isinstance(self.trim, (int, float)) and 0 <= self.trim < 1):
             raise ConfigError(f"kcenter: trim must be a share in [0, 1) or 'auto', got {self.trim!r}")
+        if self.sampling not in ("d2", "farthest"):
+            raise ConfigError(f"kcenter: sampling must be 'd2' or 'farthest', got {self.sampling!r}")
 
     def _prepare(self, dataset, rng):
         super()._prepare(dataset, rng)
@@ -138,6 +155,7 @@ class KCenterSelector(FeatureSelector):
         X = self._tensor(pool)
         first = int(rng.integers(len(pool)))
         trim = auto_trim(k / len(pool)) if self.trim == "auto" else float(self.trim)
-        chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7, trim=trim, rng=rng)
+        chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7, trim=trim, rng=rng,
+                                               d2=self.sampling == "d2")
         self.radius_.append(radius)
         return pool[chosen], sizes

@@ -14,8 +14,9 @@ class ScoreSelector(Selector):
     """Choose samples by a per-sample difficulty score of a probe, with a selection strategy.
 
     The default strategy, ``coverage``, never keeps only the hardest samples: it drops the samples the probe
-    misclassifies and the hardest tail (more of it the smaller the budget), then spreads the budget over
-    score strata (see :mod:`datadistill.select.strategy`). ``strategy="hardest"`` is the plain top-k.
+    misclassifies (most of them mislabelled or atypical), then spreads the budget evenly over equal-count
+    score strata, so the subset keeps the pool's range of difficulty (see :mod:`datadistill.select.strategy`).
+    ``strategy="hardest"`` is the plain top-k.
 
     Args:
         strategy: "coverage" (default), "moderate", "hardest" (top-k) or "easiest".
@@ -29,6 +30,12 @@ class ScoreSelector(Selector):
         soft_labels: store the probe's class probabilities at ``temperature`` with the selected set.
         temperature: softening temperature of those probabilities.
         n_strata: strata of the ``coverage`` strategy.
+        strata: "quantile" (default: equal-count strata, the pool's difficulty distribution is kept) or
+            "width" (equal-width strata as in CCS: sparse hard regions are over-sampled; on MNIST at 1-5% this
+            lost 10-20 points to random, see benchmarks/results).
+        prune: share of the hardest remaining samples dropped before sampling, or "auto" (CCS-style: more the
+            smaller the budget); default 0, since on ijcnn1 every budget-driven cut cost 1-2 points.
+        drop_misclassified: leave out samples the probe misclassifies while enough others remain.
     """
 
     score_name = ""
@@ -38,8 +45,8 @@ class ScoreSelector(Selector):
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
                  strategy: str = "coverage", order: str | None = None, model: str = "mlp", epochs: int = 5,
                  seeds=None, device: str = "auto", score_params: dict | None = None, soft_labels: bool = False,
-                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA, strata: str = "width",
-                 prune: float | str = "auto", drop_misclassified: bool = True):
+                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA, strata: str = "quantile",
+                 prune: float | str = 0.0, drop_misclassified: bool = True):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
         self.strategy = strategy
         self.order = order

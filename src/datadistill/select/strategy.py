@@ -2,10 +2,12 @@
 
 Every score (entropy, margin, least confidence, EL2N, gradient norm, forgetting) gets every strategy:
 
-- ``coverage`` (default): coverage-centric selection (CCS; Zheng et al., "Coverage-centric Coreset Selection
-  for High Pruning Rates", ICLR 2023). Drop the hardest fraction of the pool (where label noise lives),
-  cut the remaining score range into equal-width strata and spend the budget across strata, the emptiest
-  stratum first, sampling uniformly inside each. The selection covers easy, typical and hard samples.
+- ``coverage`` (default): coverage-centric selection in the spirit of CCS (Zheng et al., "Coverage-centric
+  Coreset Selection for High Pruning Rates", ICLR 2023). Optionally drop the hardest fraction of the pool,
+  cut the remaining score range into strata and spend the budget across strata, the emptiest stratum
+  first, sampling uniformly inside each. With equal-count strata (the selectors' default) this is
+  stratified sampling over difficulty: the subset keeps the pool's mix of easy, typical and hard samples;
+  with equal-width strata (CCS proper) sparse hard regions are over-sampled.
 - ``moderate``: the samples whose score is closest to the pool's median (Xia et al., "Moderate Coreset",
   ICLR 2023).
 - ``hardest`` / ``easiest``: plain top-k of the score; ``hardest`` is what the difficulty scores were
