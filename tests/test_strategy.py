@@ -174,3 +174,38 @@ def test_kcenter_d2_default_follows_density_and_farthest_first_covers():
     assert far_radius <= d2_radius  # farthest-first is the covering-radius method
     s = get_selector("kcenter", size=40, per_class=None).fit(Dataset.create(X, np.arange(len(X)) % 2, name="x"))
     assert s.sampling == "d2" and len(np.unique(s.indices_)) == 40
+
+
+def test_auto_strata_move_from_equal_count_to_equal_width_with_the_budget():
+    from datadistill.select.strategy import width_share
+
+    assert width_share(0.01) == 0.0 and width_share(0.5) == 1.0 and 0 < width_share(0.1) < 1
+    difficulty = np.random.default_rng(0).exponential(size=4000)
+    hard = np.quantile(difficulty, 0.9)
+
+    def hard_share(k, strata):
+        pos = coverage_strata(difficulty, k, np.random.default_rng(2), prune=0.0, strata=strata)
+        return np.mean(difficulty[pos] > hard)
+
+    assert abs(hard_share(100, "auto") - 0.1) < 0.05  # small budget: the pool's mix (stratified)
+    assert hard_share(1600, "auto") == pytest.approx(hard_share(1600, "width"))
+    assert hard_share(1600, "auto") > 0.2  # large budget: hard samples over-sampled
+
+
+def test_an_evaluation_curve_trains_each_probe_once_per_seed(monkeypatch):
+    import datadistill.scores as scores
+    from datadistill.evaluation import evaluate
+
+    X, y = make_blobs(n_samples=700, centers=3, n_features=4, random_state=1)
+    ds = Dataset.create(X[:500].astype(np.float32), y[:500], test=(X[500:].astype(np.float32), y[500:]), name="b")
+    calls = []
+    real = scores.score_with_logits
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scores, "score_with_logits", counting)
+    evaluate(ds, methods=["entropy"], ratios=[0.05, 0.1, 0.2], seeds=2, model="logreg", progress=False,
+             method_params={"entropy": FAST_PROBE}, train_config=TrainConfig(epochs=2, min_steps=5))
+    assert len(calls) == 2  # one probe per seed, not per size

@@ -42,6 +42,7 @@ from .data.preprocess import Preprocessor
 from .errors import ArtifactError, ConfigError, DataError
 from .models import MODELS, build_model
 from .report import REPORT_JSON, Report, atomic_write
+from .select.memo import reuse_probes
 from .training import TrainConfig, resolve_device
 
 ROWS_FILE = "rows.jsonl"
@@ -550,6 +551,8 @@ def evaluate(
         return selections[key]
 
     current = None
+    probes = reuse_probes()  # one probe per (pool, method settings) across the sizes of a curve
+    probes.__enter__()
     try:
         for label, what, seed in plan:
             if label != current and current is not None:
@@ -609,6 +612,7 @@ def evaluate(
         finish_method()
         raise
     finally:
+        probes.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     return report()

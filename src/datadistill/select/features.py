@@ -9,6 +9,7 @@ from ..data.dataset import Dataset
 from ..errors import ConfigError
 from ..training import embed, predict_logits, resolve_device
 from .base import PROBE_NOTE, Selector
+from .memo import memoized
 
 FEATURE_SPACES = ("raw", "embedding")
 
@@ -88,9 +89,11 @@ class FeatureSelector(Selector):
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         self.device_ = resolve_device(self.device)
         seed = 0 if self.random_state is None else int(self.random_state)
-        self.features_, self.probe_logits_ = sample_features(
+        settings = {"features": self.features, "pca": self.pca, "model": self.model, "epochs": self.epochs,
+                    "seed": seed, "device": str(self.device_), "probe": self.probe_params}
+        self.features_, self.probe_logits_ = memoized(dataset.fingerprint, "features", settings, lambda: sample_features(
             dataset, features=self.features, pca=self.pca, model=self.model, epochs=self.epochs, seed=seed,
-            device=self.device_, probe_params=self.probe_params, return_logits=True)
+            device=self.device_, probe_params=self.probe_params, return_logits=True))
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:
         """The pool's features as a float32 tensor on the method's device."""

@@ -7,6 +7,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..errors import ConfigError
 from .base import Selector, register
+from .memo import memoized
 from .strategy import DEFAULT_STRATA, STRATEGIES, choose
 
 
@@ -14,8 +15,9 @@ class ScoreSelector(Selector):
     """Choose samples by a per-sample difficulty score of a probe, with a selection strategy.
 
     The default strategy, ``coverage``, never keeps only the hardest samples: it drops the samples the probe
-    misclassifies (most of them mislabelled or atypical), then spreads the budget evenly over equal-count
-    score strata, so the subset keeps the pool's range of difficulty (see :mod:`datadistill.select.strategy`).
+    misclassifies (most of them mislabelled or atypical), then spreads the budget evenly over score strata:
+    equal-count strata at small budgets (the pool's mix of difficulty is kept), equal-width ones (more of
+    the hard samples) from 20% on (see :mod:`datadistill.select.strategy`).
     ``strategy="hardest"`` is the plain top-k.
 
     Args:
@@ -30,9 +32,10 @@ class ScoreSelector(Selector):
         soft_labels: store the probe's class probabilities at ``temperature`` with the selected set.
         temperature: softening temperature of those probabilities.
         n_strata: strata of the ``coverage`` strategy.
-        strata: "quantile" (default: equal-count strata, the pool's difficulty distribution is kept) or
-            "width" (equal-width strata as in CCS: sparse hard regions are over-sampled; on MNIST at 1-5% this
-            lost 10-20 points to random, see benchmarks/results).
+        strata: "auto" (default: equal-count strata at budgets up to 5% of a class, moving to equal-width
+            strata by 20%, see :func:`datadistill.select.strategy.width_share`), "quantile" (equal-count: the
+            pool's difficulty mix is kept) or "width" (equal-width as in CCS: sparse hard regions are
+            over-sampled; on MNIST this lost 10-20 points to random at 1-5% and won 3 at 20%).
         prune: share of the hardest remaining samples dropped before sampling, or "auto" (CCS-style: more the
             smaller the budget); default 0, since on ijcnn1 every budget-driven cut cost 1-2 points.
         drop_misclassified: leave out samples the probe misclassifies while enough others remain.
@@ -45,7 +48,7 @@ class ScoreSelector(Selector):
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
                  strategy: str = "coverage", order: str | None = None, model: str = "mlp", epochs: int = 5,
                  seeds=None, device: str = "auto", score_params: dict | None = None, soft_labels: bool = False,
-                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA, strata: str = "quantile",
+                 temperature: float = 4.0, n_strata: int = DEFAULT_STRATA, strata: str = "auto",
                  prune: float | str = 0.0, drop_misclassified: bool = True):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
         self.strategy = strategy
@@ -68,8 +71,8 @@ class ScoreSelector(Selector):
             raise ConfigError(f"{self.name}: order must be 'highest' or 'lowest', got {self.order!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"{self.name}: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.strata not in ("width", "quantile"):
-            raise ConfigError(f"{self.name}: strata must be 'width' or 'quantile', got {self.strata!r}")
+        if self.strata not in ("auto", "width", "quantile"):
+            raise ConfigError(f"{self.name}: strata must be 'auto', 'width' or 'quantile', got {self.strata!r}")
         if self.prune != "auto" and not (isinstance(self.prune, (int, float)) and 0 <= self.prune < 1):
             raise ConfigError(f"{self.name}: prune must be a share in [0, 1) or 'auto', got {self.prune!r}")
         if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < float("inf")):
@@ -82,9 +85,11 @@ class ScoreSelector(Selector):
 
         self.order_ = self.order or SCORERS[self.score_name].informative
         seeds = self.seeds if self.seeds is not None else (0 if self.random_state is None else int(self.random_state),)
-        self.scores_, self.probe_logits_ = score_with_logits(
+        probe = {"score": self.score_name, "model": self.model, "epochs": self.epochs, "seeds": list(seeds),
+                 "device": self.device, **(self.score_params or {})}
+        self.scores_, self.probe_logits_ = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
             dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=seeds, device=self.device,
-            **(self.score_params or {}))
+            **(self.score_params or {})))
         self._labels = dataset.y
         self.probe_error_ = float(np.mean(self.probe_logits_.argmax(axis=1) != dataset.y))
 

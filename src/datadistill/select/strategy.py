@@ -38,6 +38,19 @@ def hard_prune_fraction(keep_fraction: float) -> float:
     return min(beta, 1.0 - keep_fraction)
 
 
+def width_share(keep_fraction: float, low: float = 0.05, high: float = 0.2) -> float:
+    """How far ``strata="auto"`` moves from equal-count (0) to equal-width (1) strata for a budget.
+
+    0 at or below ``low`` of the pool kept, 1 at or above ``high``, linear in log-budget between. Measured on
+    MNIST (20k rows, MLP): equal-width strata lost 10-20 points to random at 1-5% and won 3 at 20%.
+    """
+    if keep_fraction <= low:
+        return 0.0
+    if keep_fraction >= high:
+        return 1.0
+    return float(np.log(keep_fraction / low) / np.log(high / low))
+
+
 def _random_order(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(n)
 
@@ -49,7 +62,7 @@ def _stable_sort(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def coverage_strata(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, prune: float,
-                    n_strata: int = DEFAULT_STRATA, strata: str = "width") -> np.ndarray:
+                    n_strata: int = DEFAULT_STRATA, strata: str = "auto") -> np.ndarray:
     """CCS: positions of ``k`` samples spread over ``n_strata`` equal-width difficulty strata.
 
     Args:
@@ -68,13 +81,15 @@ def coverage_strata(difficulty: np.ndarray, k: int, rng: np.random.Generator, *,
     lo, hi = float(s.min()), float(s.max())
     if hi <= lo:
         return rng.choice(cand, size=k, replace=False)
-    if strata == "quantile":
-        ranks = np.empty(len(s), dtype=np.int64)
-        ranks[np.argsort(s, kind="stable")] = np.arange(len(s))
-        bins = (ranks * n_strata) // len(s)
-    else:
-        edges = np.linspace(lo, hi, n_strata + 1)
-        bins = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_strata - 1)
+    # equal-count (quantile) edges keep the pool's difficulty mix; equal-width edges (CCS) over-sample the
+    # sparse hard end; "auto" blends them by budget (easy-to-typical data pays at small budgets and hard data
+    # at large ones: Sorscher et al., "Beyond neural scaling laws", NeurIPS 2022)
+    mix = {"quantile": 0.0, "width": 1.0}.get(strata)
+    if mix is None:
+        mix = width_share(k / n)
+    quantile_edges = np.quantile(s, np.linspace(0, 1, n_strata + 1))
+    edges = (1 - mix) * quantile_edges + mix * np.linspace(lo, hi, n_strata + 1)
+    bins = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_strata - 1)
     members = [cand[bins == b] for b in range(n_strata)]
     members = [m for m in members if len(m)]
     chosen = []
@@ -99,7 +114,7 @@ def moderate(difficulty: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
 
 def choose(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, strategy: str = "coverage",
            wrong: np.ndarray | None = None, prune: float | None = None,
-           n_strata: int = DEFAULT_STRATA, strata: str = "width") -> np.ndarray:
+           n_strata: int = DEFAULT_STRATA, strata: str = "auto") -> np.ndarray:
     """Positions (into ``difficulty``) of the ``k`` samples a strategy keeps.
 
     Args:

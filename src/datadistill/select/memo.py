@@ -1,0 +1,43 @@
+"""Reuse of probe work across fits: one probe per (data, probe settings) while :func:`reuse_probes` is active.
+
+Selecting the same pool at several sizes (an evaluation curve, ``auto``) trains the same probe again for every
+size; inside ``with reuse_probes():`` score and feature computations are remembered by the data's
+fingerprint and their arguments, so each is done once. Outside it nothing is cached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+_STACK: list[OrderedDict] = []
+
+
+@contextmanager
+def reuse_probes(max_items: int = 8) -> Iterator[None]:
+    """Remember up to ``max_items`` probe results (least recently used dropped first) inside the block."""
+    cache: OrderedDict = OrderedDict()
+    cache.max_items = max_items  # type: ignore[attr-defined]
+    _STACK.append(cache)
+    try:
+        yield
+    finally:
+        _STACK.pop()
+
+
+def memoized(fingerprint: str, what: str, params: dict, compute: Callable[[], object]) -> object:
+    """``compute()``, or its remembered result for the same data, kind of work and parameters."""
+    if not _STACK:
+        return compute()
+    cache = _STACK[-1]
+    key = (fingerprint, what, json.dumps(params, sort_keys=True, default=repr))
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = compute()
+    cache[key] = value
+    while len(cache) > cache.max_items:  # type: ignore[attr-defined]
+        cache.popitem(last=False)
+    return value
