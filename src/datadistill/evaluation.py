@@ -545,7 +545,8 @@ def evaluate(
             selector = get_selector(label, size=size, random_state=seed, **params)
             t0 = time.perf_counter()
             selector.fit(pool_ds)
-            select_seconds = time.perf_counter() - t0
+            # a probe reused from another size of the curve still counts, as if trained for this selection
+            select_seconds = time.perf_counter() - t0 + float(getattr(selector, "reused_seconds_", 0.0))
             chosen = pool[np.asarray(selector.indices_, dtype=np.int64)]
             selections[key] = (chosen, getattr(selector, "weights_", None), select_seconds)
         return selections[key]

@@ -91,7 +91,7 @@ class FeatureSelector(Selector):
         seed = 0 if self.random_state is None else int(self.random_state)
         settings = {"features": self.features, "pca": self.pca, "model": self.model, "epochs": self.epochs,
                     "seed": seed, "device": str(self.device_), "probe": self.probe_params}
-        self.features_, self.probe_logits_ = memoized(dataset.fingerprint, "features", settings, lambda: sample_features(
+        (self.features_, self.probe_logits_), self.reused_seconds_ = memoized(dataset.fingerprint, "features", settings, lambda: sample_features(
             dataset, features=self.features, pca=self.pca, model=self.model, epochs=self.epochs, seed=seed,
             device=self.device_, probe_params=self.probe_params, return_logits=True))
 

@@ -8,6 +8,7 @@ fingerprint and their arguments, so each is done once. Outside it nothing is cac
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,17 +28,23 @@ def reuse_probes(max_items: int = 8) -> Iterator[None]:
         _STACK.pop()
 
 
-def memoized(fingerprint: str, what: str, params: dict, compute: Callable[[], object]) -> object:
-    """``compute()``, or its remembered result for the same data, kind of work and parameters."""
+def memoized(fingerprint: str, what: str, params: dict, compute: Callable[[], object]) -> tuple[object, float]:
+    """(``compute()`` or its remembered result for the same data, kind of work and parameters, seconds saved).
+
+    The seconds saved are what the remembered computation took (0 when it ran now), so callers can still
+    report the full cost of a selection.
+    """
     if not _STACK:
-        return compute()
+        return compute(), 0.0
     cache = _STACK[-1]
     key = (fingerprint, what, json.dumps(params, sort_keys=True, default=repr))
     if key in cache:
         cache.move_to_end(key)
-        return cache[key]
+        value, seconds = cache[key]
+        return value, seconds
+    start = time.perf_counter()
     value = compute()
-    cache[key] = value
+    cache[key] = (value, time.perf_counter() - start)
     while len(cache) > cache.max_items:  # type: ignore[attr-defined]
         cache.popitem(last=False)
-    return value
+    return value, 0.0

@@ -87,7 +87,7 @@ class ScoreSelector(Selector):
         seeds = self.seeds if self.seeds is not None else (0 if self.random_state is None else int(self.random_state),)
         probe = {"score": self.score_name, "model": self.model, "epochs": self.epochs, "seeds": list(seeds),
                  "device": self.device, **(self.score_params or {})}
-        self.scores_, self.probe_logits_ = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
+        (self.scores_, self.probe_logits_), self.reused_seconds_ = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
             dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=seeds, device=self.device,
             **(self.score_params or {})))
         self._labels = dataset.y
