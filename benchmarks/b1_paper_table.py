@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="all", help="comma-separated selectors at 10%% (default: all registered)")
     p.add_argument("--exclude", default="", help="comma-separated selectors to leave out")
     p.add_argument("--ratios", default=",".join(str(r) for r in CURVE), help="the size curve")
-    p.add_argument("--curve-methods", default="random", help="methods run over the whole curve (others at 10%%)")
+    p.add_argument("--curve-methods", default="random",
+                   help="methods run over the whole curve, or 'all' (others at 10%%)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--model", default="mlp")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
@@ -340,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = sorted(REGISTRY) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m]
     excluded = {m.strip() for m in args.exclude.split(",") if m.strip()}
     curve_methods = {m.strip() for m in args.curve_methods.split(",") if m.strip()}
+    if "all" in curve_methods:
+        curve_methods = set(methods) | {"random"}
     run_dir = Path(args.run_dir) if args.run_dir else RESULTS / f"b1_{args.tag}_run"
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
