@@ -12,7 +12,8 @@ import numpy as np
 from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..errors import ConfigError, DatadistillWarning, DataError
-from ..params import check_parameter_types, check_random_state, init_parameter_names
+from ..estimator import Estimator, as_dataset
+from ..params import check_parameter_types, check_random_state
 
 REGISTRY: dict[str, type[Selector]] = {}
 
@@ -115,7 +116,7 @@ def apply_floor(budgets: np.ndarray | None, counts: np.ndarray, floor: int, k: i
     return out
 
 
-class Selector:
+class Selector(Estimator):
     """Base class. Subclasses set ``name``, ``summary``, ``cost`` and implement :meth:`_select_pool`.
 
     Args:
@@ -145,9 +146,6 @@ class Selector:
         self.random_state = random_state
         self.min_per_class = min_per_class
 
-    def get_params(self) -> dict:
-        return {n: getattr(self, n) for n in init_parameter_names(self) if hasattr(self, n)}
-
     # --- hooks for subclasses ------------------------------------------------------------------
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         """Compute whatever the method needs over the whole set (scores, features); default: nothing."""
@@ -157,10 +155,9 @@ class Selector:
         raise NotImplementedError
 
     # --- the contract ---------------------------------------------------------------------------
-    def fit(self, dataset: Dataset) -> Selector:
-        """Choose the subset of ``dataset``'s training samples."""
-        if not isinstance(dataset, Dataset):
-            raise ConfigError(f"fit() needs a datadistill Dataset, got {type(dataset).__name__}")
+    def fit(self, dataset: Dataset, y=None) -> Selector:
+        """Choose the subset of ``dataset``'s training samples; ``fit(X, y)`` takes arrays (or pandas) instead."""
+        dataset = as_dataset(dataset, y, method="fit")
         self.check_params()
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
@@ -208,8 +205,9 @@ class Selector:
         self.seconds_ = time.perf_counter() - start
         self.source_fingerprint_ = dataset.fingerprint
 
-    def transform(self, dataset: Dataset) -> DistilledSet:
-        """The chosen samples of ``dataset`` as a DistilledSet with provenance."""
+    def transform(self, dataset: Dataset, y=None) -> DistilledSet:
+        """The chosen samples of ``dataset`` (or of the arrays ``X, y`` given to fit) as a DistilledSet."""
+        dataset = as_dataset(dataset, y, method="transform")
         if not hasattr(self, "indices_"):
             raise ConfigError(f"{self.name}: call fit() before transform()")
         if dataset.fingerprint != self.source_fingerprint_:
@@ -217,7 +215,7 @@ class Selector:
         meta = {
             "kind": "selection",
             "method": self.name,
-            "parameters": _plain(self.get_params()),
+            "parameters": _plain(self.get_params(deep=False)),
             "seed": self.random_state,
             "source": dataset.name,
             "source_fingerprint": dataset.fingerprint,
@@ -241,7 +239,8 @@ class Selector:
         p = np.exp(z)
         return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def fit_transform(self, dataset: Dataset) -> DistilledSet:
+    def fit_transform(self, dataset: Dataset, y=None) -> DistilledSet:
+        dataset = as_dataset(dataset, y, method="fit_transform")
         return self.fit(dataset).transform(dataset)
 
 

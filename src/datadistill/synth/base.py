@@ -27,6 +27,7 @@ from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError, DataError
+from ..estimator import Estimator, as_dataset
 from ..models import build_model, check_model_options
 from ..params import check_parameter_types, check_random_state, init_parameter_names
 from ..training import resolve_device
@@ -68,7 +69,7 @@ class Context:
         return self.X_syn[c * ipc:(c + 1) * ipc]
 
 
-class Distiller:
+class Distiller(Estimator):
     """Base class for synthetic distillation methods.
 
     Args:
@@ -107,7 +108,7 @@ class Distiller:
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
-        self.model_kwargs = dict(model_kwargs or {})
+        self.model_kwargs = model_kwargs
         self.progress = progress
         self.time_budget = time_budget
 
@@ -122,12 +123,24 @@ class Distiller:
 
     def new_network(self, ctx: Context, seed: int) -> torch.nn.Module:
         """A freshly initialised network of the matching architecture, on the context's device."""
-        return build_model(self.model, ctx.input_shape, ctx.n_classes, seed=seed, **self.model_kwargs).to(ctx.device)
+        return build_model(self.model, ctx.input_shape, ctx.n_classes, seed=seed,
+                           **self._model_options()).to(ctx.device)
+
+    def _model_options(self) -> dict:
+        """``model_kwargs`` as a run uses it (``None``: no options)."""
+        return dict(self.model_kwargs or {})
+
+    def _resolved_params(self) -> dict:
+        """Parameters whose value a run derives at fit time (defaults that depend on others), as it uses them."""
+        return {"model_kwargs": self._model_options()}
 
     def params(self) -> dict:
+        """The settings that decide a run's result (meta "parameters", checkpoint key), JSON-ready."""
+        # get_params() with fit-time defaults resolved, so keys of checkpoints written before stay equal
+        values = self.get_params(deep=False) | self._resolved_params()
         out = {}
         for n in init_parameter_names(self, skip=("progress", "checkpoint", "checkpoint_every", "time_budget")):
-            v = getattr(self, n, None)
+            v = values.get(n)
             out[n] = v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else repr(v)
         return out
 
@@ -168,9 +181,9 @@ class Distiller:
             raise ConfigError(f"time_budget (--time-budget) must be a positive number of seconds, got {budget!r}")
         if self.init not in ("real", "noise"):
             raise ConfigError(f"init must be 'real' or 'noise', got {self.init!r}")
-        if not isinstance(self.model_kwargs, dict):
+        if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
-        check_model_options(self.model, **self.model_kwargs)
+        check_model_options(self.model, **self._model_options())
 
     def _validate(self, dataset: Dataset) -> None:
         if not isinstance(dataset, Dataset):
@@ -189,9 +202,10 @@ class Distiller:
                 raise ConfigError(f"{dataset.name} is tabular: use --model mlp (or logreg) with {self.name}")
 
     # --- the loop --------------------------------------------------------------------------------
-    def fit(self, dataset: Dataset) -> DistilledSet:
-        """Learn ``ipc`` synthetic samples per class of ``dataset``; resume from ``checkpoint`` if present."""
+    def fit(self, dataset: Dataset, y=None) -> DistilledSet:
+        """Learn ``ipc`` synthetic samples per class of ``dataset`` (or of arrays ``X, y``); resume from ``checkpoint``."""
         fit_start = time.perf_counter()
+        dataset = as_dataset(dataset, y, method="fit")
         self._validate(dataset)
         dev = resolve_device(self.device)
         pre = Preprocessor.fit(dataset)
@@ -268,7 +282,7 @@ class Distiller:
                         "total_seconds": time.perf_counter() - fit_start},
             "device": str(dev),
             "curves": {"matching_loss": [r["loss"] for r in curve]},
-            "training": {"preprocessor": pre.to_dict(), "model": self.model, "model_kwargs": self.model_kwargs,
+            "training": {"preprocessor": pre.to_dict(), "model": self.model, "model_kwargs": self._model_options(),
                          **self._training_recipe(ctx)},
         }
         return DistilledSet(X=X_out, y=ctx.y_syn.cpu().numpy(), classes=dataset.classes,
@@ -276,7 +290,7 @@ class Distiller:
 
     def _check_model(self, input_shape: tuple[int, ...], n_classes: int) -> None:
         """Build the matching network once, so a model that does not fit the data fails before any work."""
-        build_model(self.model, input_shape, n_classes, seed=0, **self.model_kwargs)
+        build_model(self.model, input_shape, n_classes, seed=0, **self._model_options())
 
     def _diverged(self, it: int, what: str) -> None:
         raise ConfigError(f"{self.name} diverged at iteration {it}: {what} became NaN or infinite; lower "

@@ -40,16 +40,24 @@ class MatchingDistiller(Distiller):
     def __init__(self, ipc: int = 10, *, dsa: bool | None = None, dsa_strategy: str = "auto", amp: bool = True,
                  **kwargs):
         super().__init__(ipc, **kwargs)
-        self.dsa = self.default_dsa if dsa is None and self.default_dsa is not None else dsa
+        self.dsa = dsa
         self.dsa_strategy = dsa_strategy
         self.amp = amp
 
+    def _dsa_setting(self) -> bool | None:
+        """``dsa``, or the method's own default when it is None (``None`` left: decided by the data)."""
+        return self.default_dsa if self.dsa is None and self.default_dsa is not None else self.dsa
+
+    def _resolved_params(self) -> dict:
+        return super()._resolved_params() | {"dsa": self._dsa_setting()}
+
     def _use_dsa(self, ctx: Context) -> bool:
-        if self.dsa is None:
+        dsa = self._dsa_setting()
+        if dsa is None:
             return len(ctx.input_shape) == 3
-        if self.dsa and len(ctx.input_shape) != 3:
+        if dsa and len(ctx.input_shape) != 3:
             raise ConfigError(f"{self.name}: DSA augmentation needs image data; pass dsa=False for tabular data")
-        return bool(self.dsa)
+        return bool(dsa)
 
     def _setup_augmentation(self, ctx: Context) -> None:
         self._augment = DSA(strategy_for(ctx.input_shape, self.dsa_strategy)) if self._use_dsa(ctx) else None

@@ -74,12 +74,21 @@ class GradientMatching(MatchingDistiller):
                  inner_loop: int | None = None, lr_net: float = 0.01, batch_syn: int = 256,
                  vectorize: bool | None = None, **kwargs):
         super().__init__(ipc, iterations=iterations, lr_images=lr_images, **kwargs)
-        outer, inner = default_loops(int(ipc))
-        self.outer_loop = outer if outer_loop is None else outer_loop
-        self.inner_loop = inner if inner_loop is None else inner_loop
+        self.outer_loop = outer_loop
+        self.inner_loop = inner_loop
         self.lr_net = lr_net
         self.batch_syn = batch_syn
         self.vectorize = vectorize
+
+    def _loops(self) -> tuple[int, int]:
+        """(outer_loop, inner_loop) as given, each None filled in from the reference table for ``ipc``."""
+        outer, inner = default_loops(int(self.ipc))
+        return (outer if self.outer_loop is None else self.outer_loop,
+                inner if self.inner_loop is None else self.inner_loop)
+
+    def _resolved_params(self) -> dict:
+        outer, inner = self._loops()
+        return super()._resolved_params() | {"outer_loop": outer, "inner_loop": inner}
 
     def _setup(self, ctx: Context) -> None:
         self._setup_augmentation(ctx)
@@ -104,6 +113,7 @@ class GradientMatching(MatchingDistiller):
     def _inner_training(self, net, params: dict, ctx: Context, it: int, rnd: int) -> dict:
         """``inner_loop`` SGD steps of the network on the detached synthetic set (augmented under DSA)."""
         X, y = ctx.X_syn.detach(), ctx.y_syn
+        inner_loop = self._loops()[1]
         gen = self.iteration_generator(it, 10_000 + rnd)
 
         def loss(p: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -113,7 +123,7 @@ class GradientMatching(MatchingDistiller):
 
         step = grad(loss)
         done = 0
-        while done < self.inner_loop:
+        while done < inner_loop:
             perm = torch.randperm(len(y), generator=gen).to(ctx.device)
             for i in range(0, len(y), self.batch_syn):
                 idx = perm[i:i + self.batch_syn]
@@ -123,7 +133,7 @@ class GradientMatching(MatchingDistiller):
                 g = step(params, xb, y[idx])
                 params = {name: p - self.lr_net * g[name] for name, p in params.items()}
                 done += 1
-                if done >= self.inner_loop:
+                if done >= inner_loop:
                     break
         return params
 
@@ -133,7 +143,8 @@ class GradientMatching(MatchingDistiller):
         params = {name: p.detach() for name, p in net.named_parameters()}
         k, opt = ctx.n_classes, ctx.state["optimizer"]
         total = 0.0
-        for rnd in range(self.outer_loop):
+        outer_loop = self._loops()[0]
+        for rnd in range(outer_loop):
             real, n = self.real_batches(ctx, self.iteration_generator(it, 100 + rnd))
             real, syn = self.siamese(ctx, real, ctx.X_syn, self.iteration_seed(it, 5_000 + rnd))
             with torch.no_grad():
@@ -144,9 +155,9 @@ class GradientMatching(MatchingDistiller):
             loss.backward()
             opt.step()
             total += float(loss.detach())
-            if rnd + 1 < self.outer_loop:
+            if rnd + 1 < outer_loop:
                 params = self._inner_training(net, params, ctx, it, rnd)
-        return total / self.outer_loop
+        return total / outer_loop
 
 
 @register

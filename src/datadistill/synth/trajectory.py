@@ -257,7 +257,7 @@ class TrajectoryMatching(Distiller):
                  dsa_strategy: str = "auto", memory: str = "full",
                  lr_images: float = 100.0, iterations: int = 5000, **kwargs):
         super().__init__(ipc, lr_images=lr_images, iterations=iterations, **kwargs)
-        self.buffer = str(buffer) if buffer is not None else None
+        self.buffer = buffer
         self.n_experts = n_experts
         self.expert_train_epochs = expert_train_epochs
         self.expert_lr = expert_lr
@@ -271,6 +271,9 @@ class TrajectoryMatching(Distiller):
         self.augment = augment
         self.dsa_strategy = dsa_strategy
         self.memory = memory
+
+    def _resolved_params(self) -> dict:
+        return super()._resolved_params() | {"buffer": None if self.buffer is None else str(self.buffer)}
 
     def _validate(self, dataset: Dataset) -> None:
         super()._validate(dataset)
@@ -289,11 +292,11 @@ class TrajectoryMatching(Distiller):
 
     def _setup(self, ctx: Context) -> None:
         need = self.max_start_epoch + self.expert_epochs
-        path = Path(self.buffer) if self.buffer else default_buffer_path(ctx.dataset, self.model, self.model_kwargs,
-                                                                          self.checkpoint)
+        path = Path(self.buffer) if self.buffer else default_buffer_path(ctx.dataset, self.model,
+                                                                          self._model_options(), self.checkpoint)
         buf = build_expert_buffer(ctx.dataset, path, n_experts=self.n_experts,
                                   epochs=self.expert_train_epochs or need, model=self.model,
-                                  model_kwargs=self.model_kwargs, lr=self.expert_lr,
+                                  model_kwargs=self._model_options(), lr=self.expert_lr,
                                   batch_size=self.expert_batch, augment=self.augment,
                                   dsa_strategy=self.dsa_strategy, device=str(ctx.device),
                                   seed=0, progress=self.progress)
