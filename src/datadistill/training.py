@@ -230,7 +230,7 @@ def train(
             elif out_of_patience():
                 stop, stop_reason = True, "patience"
         elif validation is not None:
-            row["val_accuracy"] = best_acc
+            row["val_accuracy"] = best_acc if best_acc >= 0 else None  # best so far (checked every eval_every steps)
         history.append(row)
         if bar is not None:
             bar.update(1)
