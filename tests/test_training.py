@@ -104,3 +104,42 @@ def test_dask_parts_equal_sequential_fit():
             np.testing.assert_array_equal(a.weights_, b.weights_)
     # per-part diagnostics come back from the workers too
     assert b.objective_ == a.objective_ and len(b.objective_) == ds.n_classes
+
+
+def test_step_rule_caps_steps_stops_on_patience_and_restores_best(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
+    tr, va = validation_split(ds.y, 0.2, random_state=0)
+    capped = train(build_model("mlp", pre.model_shape, 10, seed=0), Xm[tr], ds.y[tr],
+                   TrainConfig(max_steps=37, batch_size=64, epochs=1, max_epochs=1))
+    assert capped.steps == 37 and capped.stop_reason == "budget"
+    model = build_model("mlp", pre.model_shape, 10, seed=0)
+    cfg = TrainConfig(max_steps=5000, patience_steps=100, eval_every=10, min_steps=50, batch_size=64, lr=1e-2)
+    result = train(model, Xm[tr], ds.y[tr], cfg, validation=(Xm[va], ds.y[va]))
+    assert result.stop_reason == "patience" and result.steps < 5000
+    assert result.steps - result.best_step >= 100 and result.steps >= 50
+    best = max(h["val_accuracy"] for h in result.history if h.get("val_accuracy") is not None)
+    assert accuracy(model, Xm[va], ds.y[va]) == pytest.approx(best)
+
+
+def test_callbacks_see_every_epoch_and_can_stop(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
+    seen = []
+
+    def cb(epoch, model):
+        seen.append(epoch)
+        return epoch == 2
+
+    result = train(build_model("logreg", pre.model_shape, 10, seed=0), Xm, ds.y, TrainConfig(epochs=10),
+                   callbacks=[cb])
+    assert seen == [0, 1, 2] and result.epochs == 3 and result.stop_reason == "callback"
+
+
+def test_soft_targets_at_a_temperature_train_toward_the_teacher(digits_inputs):
+    ds, pre, Xm, Xt = digits_inputs
+    teacher = build_model("mlp", pre.model_shape, 10, seed=0)
+    train(teacher, Xm, ds.y, TrainConfig(epochs=20))
+    z = torch.as_tensor(teacher(torch.as_tensor(Xm)).detach().numpy() / 4.0)
+    soft = torch.softmax(z, dim=1).numpy()
+    student = build_model("mlp", pre.model_shape, 10, seed=1)
+    train(student, Xm, ds.y, TrainConfig(epochs=20, soft_temperature=4.0), soft_labels=soft)
+    assert accuracy(student, Xt, ds.test.y) > 0.9
