@@ -16,9 +16,9 @@ FIGURE = "two_gaussians.png"
 RUNS = ("two-gaussians", "digits")
 
 DEMO_SELECTIONS = (
-    ("gradnorm", "largest loss-gradient norm", {"model": "logreg"}),
-    ("entropy", "highest predictive entropy", {"model": "logreg"}),
-    ("kcenter", "k-center (representative)", {}),
+    ("gradnorm", "largest loss-gradient norm first (strategy=hardest)", {"model": "logreg", "strategy": "hardest"}),
+    ("entropy", "entropy, the default coverage strategy", {"model": "logreg"}),
+    ("kcenter", "k-center (representative, D² sampling)", {}),
 )
 
 
@@ -106,7 +106,7 @@ def _run_parts(out: Path, quick: bool) -> None:
 
     seeds = 2 if quick else 3
 
-    # Part 1: the 2-D demo, logistic regression, top-k by gradient norm / entropy and k-center.
+    # Part 1: the 2-D demo, logistic regression: hardest-first gradient norm, entropy's default strategy, k-center.
     ds2 = load("two-gaussians")
     ratio = 0.0625
     print(f"[1/2] {ds2.summary()}\n      keeping {ratio:.2%} of the points by each criterion "
@@ -122,7 +122,8 @@ def _run_parts(out: Path, quick: bool) -> None:
     print("\nLogistic regression trained on each subset, tested on the held-out split:\n")
     print(report2.table_markdown())
     print("\nThe largest-gradient points are the misclassified ones on the wrong side of the boundary: alone they\n"
-          "teach the opposite rule. Entropy keeps the boundary itself; k-center covers the whole space.")
+          "teach the opposite rule, which is why hardest-first is never a default. The default strategy leaves\n"
+          "misclassified points out and spreads its picks over easy, typical and hard ones; k-center covers the space.")
     print(f"figure: {fig}")
 
     # Part 2: a short evaluation on the built-in digits (8x8 images, 10 classes) with an MLP.
