@@ -95,6 +95,12 @@ def _class_means(rows: list[dict]) -> list[float | None] | None:
 CLASS_MARGIN_POINTS = 2.0
 
 
+def _steps(steps: float | None, best: float | None) -> str:
+    if steps is None:
+        return "—"
+    return f"{steps:,.0f}" + (f" ({best:,.0f})" if best is not None else "")
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den and den > 0 and math.isfinite(num) and math.isfinite(den) else float("nan")
 
@@ -154,6 +160,8 @@ class Report:
             tr, tr_sd = _mean_std([r["train_seconds"] for r in rs])
             sel, sel_sd = _mean_std([r.get("select_seconds", 0.0) or 0.0 for r in rs])
             ep, _ = _mean_std([r.get("epochs") for r in rs])
+            st, _ = _mean_std([r.get("steps") for r in rs])
+            best, _ = _mean_std([r.get("best_step") for r in rs])
             out.append({
                 "method": method, "kind": rs[0].get("kind", "selection"), "size": size,
                 "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
@@ -163,7 +171,8 @@ class Report:
                 "class_accuracy": _class_means(rs),
                 "train_seconds_mean": tr, "train_seconds_std": tr_sd,
                 "select_seconds_mean": sel, "select_seconds_std": sel_sd,
-                "epochs_mean": ep,
+                "epochs_mean": ep, "steps_mean": st if math.isfinite(st) else None,
+                "best_step_mean": best if math.isfinite(best) else None,
                 "train_speedup": _ratio(full_train, tr),
                 "total_speedup": _ratio(full_train, tr + sel),
                 "weighted": any(bool(r.get("weighted")) for r in rs),
@@ -223,8 +232,8 @@ class Report:
         """The aggregated table alone, as Markdown."""
         lines = [
             "| method | size | ratio | seeds | test accuracy % | vs full (points) | train s | "
-            "train speedup | select s | total speedup | epochs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "train speedup | select s | total speedup | epochs | steps (best) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for a in self.aggregate():
             name = markdown_text(a["method"]) + (" (weighted)" if a["weighted"] else "")
@@ -233,7 +242,8 @@ class Report:
                 f"| {name} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | "
                 f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f} | {drop} | "
                 f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f} | {a['train_speedup']:.1f}x | "
-                f"{a['select_seconds_mean']:.2f} | {a['total_speedup']:.1f}x | {a['epochs_mean']:.1f} |"
+                f"{a['select_seconds_mean']:.2f} | {a['total_speedup']:.1f}x | {a['epochs_mean']:.1f} | "
+                f"{_steps(a['steps_mean'], a['best_step_mean'])} |"
             )
         return "\n".join(lines)
 
