@@ -70,19 +70,22 @@ def herding(X: torch.Tensor, k: int, *, kernel: str = "linear", gamma: float | N
 
 @register
 class HerdingSelector(FeatureSelector):
-    """Herding: greedily match the pool's mean (kernel mean embedding) with the kept samples' mean.
+    """Herding: greedily match the pool's kernel mean embedding with the kept samples' (MMD with an RBF kernel).
 
-    Args (besides the feature-space ones): ``kernel`` ("linear" or "rbf"), ``gamma`` (RBF width).
+    Args (besides the feature-space ones): ``kernel`` ("rbf", the default, matches the whole distribution;
+    "linear" matches only the mean, the herding baseline of dataset-condensation papers, and keeps the most
+    central samples: on ijcnn1 it lost 2.5 points to random at 10% and 5.1 at 2%, RBF won 0.25 and 0.85),
+    ``gamma`` (RBF width).
     """
 
     name = "herding"
-    summary = "herding: greedily match the class mean (kernel mean embedding) with the kept samples"
+    summary = "herding: greedily match the class distribution (RBF kernel mean embedding, MMD) with the kept samples"
     cost = "O(N·k·d) time, O(N·d) memory"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
                  temperature=4.0,
-                 kernel: str = "linear",
+                 kernel: str = "rbf",
                  gamma: float | None = None):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
