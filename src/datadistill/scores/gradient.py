@@ -13,14 +13,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..training import as_tensor
+from .uncertainty import softmax
 
 
 def error_vectors(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """softmax(logits) - onehot(y), (N, K) float64."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    p = softmax(logits)
     p[np.arange(len(y)), y] -= 1.0
     return p
 

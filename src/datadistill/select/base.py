@@ -14,6 +14,7 @@ from ..data.dataset import Dataset
 from ..errors import ConfigError, DatadistillWarning, DataError
 from ..estimator import Estimator, as_dataset
 from ..params import check_parameter_types, check_random_state
+from ..scores.uncertainty import softmax
 
 REGISTRY: dict[str, type[Selector]] = {}
 
@@ -161,8 +162,6 @@ class Selector(Estimator):
         self.check_params()
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
-        if getattr(self, "soft_labels", False) and not getattr(self, "has_probe", True):
-            raise ConfigError(f"{self.name}: soft labels need a probe; {PROBE_NOTE}")
         self.scores_ = None
         self._prepare(dataset, np.random.default_rng(self.random_state))
         results = [self._select_part(pool, kc, seed) for pool, kc, seed in self.partitions(dataset, k)]
@@ -234,10 +233,7 @@ class Selector(Estimator):
         logits = getattr(self, "probe_logits_", None)
         if logits is None:
             raise ConfigError(f"{self.name}: soft labels need a probe; {PROBE_NOTE}")
-        z = np.asarray(logits[rows], dtype=np.float64) / float(self.temperature)
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(np.asarray(logits[rows], dtype=np.float64) / float(self.temperature)).astype(np.float32)
 
     def fit_transform(self, dataset: Dataset, y=None) -> DistilledSet:
         dataset = as_dataset(dataset, y, method="fit_transform")
