@@ -42,6 +42,7 @@ from .data.preprocess import Preprocessor
 from .errors import ArtifactError, ConfigError, DataError
 from .models import MODELS, build_model
 from .report import REPORT_JSON, Report, atomic_write
+from .scores.uncertainty import softmax
 from .select.memo import reuse_probes
 from .training import TrainConfig, resolve_device
 
@@ -531,10 +532,7 @@ def evaluate(
     def teacher_probs(seed: int, rows: np.ndarray, pool: np.ndarray, val_idx: np.ndarray) -> np.ndarray:
         if seed not in teachers:  # a resumed run: retrain the seed's full model (deterministic)
             train_and_test(pool, seed, val_idx, keep_teacher=True)
-        z = teachers[seed][rows].astype(np.float64) / temperature
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(teachers[seed][rows].astype(np.float64) / temperature).astype(np.float32)
 
     def selected(label: str, size: int, seed: int, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         key = (label, size, seed)
@@ -552,70 +550,68 @@ def evaluate(
         return selections[key]
 
     current = None
-    probes = reuse_probes()  # one probe per (pool, method settings) across the sizes of a curve
-    probes.__enter__()
-    try:
-        for label, what, seed in plan:
-            if label != current and current is not None:
-                finish_method()
-            current = label
-            pool, val_idx = _validation_rows(dataset.y, seed, validation_fraction, validation_max)
-            if isinstance(what, DistilledSet):
-                size = len(what)
-            else:
-                size = pool_size if label == "full" else sizes[what]
-            key = (label, size, seed)
-            if key in run.done:
-                if bar is not None:
-                    bar.update(1)
-                continue
-            row = {"method": label, "size": size, "seed": seed, "ratio": size / pool_size}
-            if label == "full":
-                row.update(kind="full", select_seconds=0.0,
-                           **train_and_test(pool, seed, val_idx, keep_teacher=bool(soft_methods)))
-            elif label == BUDGETED_FULL:
-                ref = run.done.get(("random", size, seed))
-                if ref is None:
-                    chosen, _, _ = selected("random", size, seed, pool)
-                    ref = train_and_test(chosen, seed, val_idx)
-                row.update(kind="budgeted-full", select_seconds=0.0, budget_steps=int(ref["steps"]),
-                           **train_and_test(pool, seed, val_idx, budget_steps=int(ref["steps"])))
-                row["size"] = size
-            elif isinstance(what, DistilledSet):
-                row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol,
-                                          dict(protocol_options or {}), dev,
-                                          train_and_test, images))
-                if row.get("protocol_rows"):
-                    for extra in row.pop("protocol_rows"):
-                        run.append(extra)
+    # one probe per (pool, method settings) across the sizes of a curve
+    with reuse_probes():
+        try:
+            for label, what, seed in plan:
+                if label != current and current is not None:
+                    finish_method()
+                current = label
+                pool, val_idx = _validation_rows(dataset.y, seed, validation_fraction, validation_max)
+                if isinstance(what, DistilledSet):
+                    size = len(what)
+                else:
+                    size = pool_size if label == "full" else sizes[what]
+                key = (label, size, seed)
+                if key in run.done:
                     if bar is not None:
                         bar.update(1)
                     continue
-            else:
-                base = label[:-len(SOFT)] if label.endswith(SOFT) else label
-                chosen, weights, select_seconds = selected(base, size, seed, pool)
-                use = use_weights and weights is not None and not np.allclose(weights, 1.0)
-                soft = teacher_probs(seed, chosen, pool, val_idx) if label.endswith(SOFT) else None
-                row.update(kind="selection", select_seconds=select_seconds, size=len(chosen),
-                           **train_and_test(chosen, seed, val_idx, weights=weights if use else None, soft=soft,
-                                            soft_temperature=temperature))
-                row["classes_present"] = int(len(np.unique(dataset.y[chosen])))
-                if two_d and not label.endswith(SOFT):
-                    row["indices"] = np.sort(chosen).tolist()
-            run.append(row)
+                row = {"method": label, "size": size, "seed": seed, "ratio": size / pool_size}
+                if label == "full":
+                    row.update(kind="full", select_seconds=0.0,
+                               **train_and_test(pool, seed, val_idx, keep_teacher=bool(soft_methods)))
+                elif label == BUDGETED_FULL:
+                    ref = run.done.get(("random", size, seed))
+                    if ref is None:
+                        chosen, _, _ = selected("random", size, seed, pool)
+                        ref = train_and_test(chosen, seed, val_idx)
+                    row.update(kind="budgeted-full", select_seconds=0.0, budget_steps=int(ref["steps"]),
+                               **train_and_test(pool, seed, val_idx, budget_steps=int(ref["steps"])))
+                elif isinstance(what, DistilledSet):
+                    row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol,
+                                              dict(protocol_options or {}), dev,
+                                              train_and_test, images))
+                    if row.get("protocol_rows"):
+                        for extra in row.pop("protocol_rows"):
+                            run.append(extra)
+                        if bar is not None:
+                            bar.update(1)
+                        continue
+                else:
+                    base = label[:-len(SOFT)] if label.endswith(SOFT) else label
+                    chosen, weights, select_seconds = selected(base, size, seed, pool)
+                    use = use_weights and weights is not None and not np.allclose(weights, 1.0)
+                    soft = teacher_probs(seed, chosen, pool, val_idx) if label.endswith(SOFT) else None
+                    row.update(kind="selection", select_seconds=select_seconds, size=len(chosen),
+                               **train_and_test(chosen, seed, val_idx, weights=weights if use else None, soft=soft,
+                                                soft_temperature=temperature))
+                    row["classes_present"] = int(len(np.unique(dataset.y[chosen])))
+                    if two_d and not label.endswith(SOFT):
+                        row["indices"] = np.sort(chosen).tolist()
+                run.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(method=label, size=row["size"], acc=f"{row['test_accuracy']:.4f}")
+                if notify is not None:
+                    notify(row)
+            finish_method()
+        except KeyboardInterrupt:
+            finish_method()
+            raise
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(method=label, size=row["size"], acc=f"{row['test_accuracy']:.4f}")
-            if notify is not None:
-                notify(row)
-        finish_method()
-    except KeyboardInterrupt:
-        finish_method()
-        raise
-    finally:
-        probes.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
+                bar.close()
     return report()
 
 

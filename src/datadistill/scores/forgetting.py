@@ -40,18 +40,17 @@ def forgetting_events(dataset: Dataset, *, model: str = "mlp", epochs: int = DEF
     prev_correct = np.zeros(len(y), dtype=bool)
     ever_correct = np.zeros(len(y), dtype=bool)
     events = np.zeros(len(y), dtype=np.float64)
-    last_logits = []
+    last_logits = None
 
     def after_epoch(epoch: int, net: torch.nn.Module) -> None:
         # one training run, one optimiser: predictions are taken between epochs by a callback
-        nonlocal prev_correct
-        logits = predict_logits(net, inputs)
-        correct = logits.argmax(axis=1) == y
+        nonlocal prev_correct, last_logits
+        last_logits = predict_logits(net, inputs)
+        correct = last_logits.argmax(axis=1) == y
         events[:] += prev_correct & ~correct
         ever_correct[:] |= correct
         prev_correct = correct
-        last_logits[:] = [logits]
 
     result = train(net, inputs, y, cfg, device=dev, seed=seed, callbacks=[after_epoch])
     events[~ever_correct] = result.epochs + 1
-    return (events, last_logits[0]) if return_logits else events
+    return (events, last_logits) if return_logits else events

@@ -48,6 +48,7 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
 
         bar = tqdm(total=k, desc="k-center", leave=False, disable=None)
     csq = torch.empty(k, device=X.device, dtype=X.dtype)
+    gen = rng if rng is not None else np.random.default_rng(0)
     for t in range(k):
         chosen[t] = c
         x = X[c]
@@ -76,7 +77,6 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
         if d2:
             w = mind.double().cpu().numpy()
             total = w.sum()
-            gen = rng if rng is not None else np.random.default_rng(0)
             c = int(gen.choice(n, p=w / total)) if total > 0 else int(torch.argmax(mind))
         elif trim > 0:
             rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
@@ -92,7 +92,6 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
             taken = np.zeros(n, dtype=bool)
             taken[chosen[:t + 1].cpu().numpy()] = True
             rest = np.flatnonzero(~taken)
-            gen = rng if rng is not None else np.random.default_rng(0)
             extra = gen.choice(rest, size=k - t - 1, replace=False)
             chosen[t + 1:] = torch.as_tensor(extra, device=X.device)
             break

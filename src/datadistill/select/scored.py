@@ -43,7 +43,6 @@ class ScoreSelector(Selector):
 
     score_name = ""
     cost = "one probe training + one pass over the data"
-    has_probe = True
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
                  strategy: str = "coverage", order: str | None = None, model: str = "mlp", epochs: int = 5,

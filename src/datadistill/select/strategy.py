@@ -51,27 +51,24 @@ def width_share(keep_fraction: float, low: float = 0.05, high: float = 0.2) -> f
     return float(np.log(keep_fraction / low) / np.log(high / low))
 
 
-def _random_order(n: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.permutation(n)
-
-
 def _stable_sort(key: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Positions sorted by ``key`` ascending, ties broken by a seeded permutation (not by row number)."""
-    perm = _random_order(len(key), rng)
+    perm = rng.permutation(len(key))
     return perm[np.argsort(key[perm], kind="stable")]
 
 
 def coverage_strata(difficulty: np.ndarray, k: int, rng: np.random.Generator, *, prune: float,
                     n_strata: int = DEFAULT_STRATA, strata: str = "auto") -> np.ndarray:
-    """CCS: positions of ``k`` samples spread over ``n_strata`` equal-width difficulty strata.
+    """CCS: positions of ``k`` samples spread over ``n_strata`` difficulty strata.
 
     Args:
         difficulty: score per candidate (higher = harder).
         k: how many to keep.
         prune: share of the hardest candidates removed first.
         n_strata: number of strata of the remaining score range.
-        strata: "width" (equal-width score bins, CCS: sparse score regions are over-sampled) or "quantile"
-            (equal-count bins: stratified sampling that keeps the score distribution of the pool).
+        strata: "width" (equal-width score bins, CCS: sparse score regions are over-sampled), "quantile"
+            (equal-count bins: stratified sampling that keeps the score distribution of the pool) or "auto"
+            (blended by budget, see :func:`width_share`).
     """
     n = len(difficulty)
     order = _stable_sort(difficulty, rng)  # easiest first
