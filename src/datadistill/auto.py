@@ -404,7 +404,7 @@ class _Search:
         ``val``: the validation rows scored: ``all``, or the halves ``fit`` and ``check`` (the genetic search
         evolves on one half and judges its best subset on the other).
         """
-        from .guard import mean_std
+        from .report import mean_std
 
         if rows is None:
             key = (method, soft, k)
@@ -676,7 +676,7 @@ class _Verifier:
         return self.random[key]
 
     def verify(self, cand: dict, rows: np.ndarray) -> dict:
-        from .guard import mean_std
+        from .report import mean_std
 
         s = self.s
         soft, temperature = (s.soft_targets(cand["base_method"], rows) if cand["soft"] else (None, 1.0))

@@ -24,6 +24,7 @@ import numpy as np
 
 from .data.dataset import Dataset
 from .errors import ConfigError
+from .report import mean_std
 
 PROXY_MODELS = ("logreg", "mlp")
 DEFAULT_STEPS = 500
@@ -70,12 +71,6 @@ def random_like(y: np.ndarray, subset: np.ndarray, candidates: np.ndarray, rng: 
         if k:
             out.append(rng.choice(candidates[y[candidates] == c], size=int(k), replace=False))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 def compare(subset: list[float], random: list[float], n_val: int) -> tuple[float, float, str]:

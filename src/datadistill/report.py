@@ -73,7 +73,8 @@ def markdown_code(text: object) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the values that are not None (0 for one value, NaN for none)."""
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if len(arr) == 0:
         return float("nan"), float("nan")
@@ -151,17 +152,17 @@ class Report:
         for r in self.rows:
             groups.setdefault((r["method"], int(r["size"])), []).append(r)
         full = [r for r in self.rows if r["method"] == FULL]
-        full_acc, _ = _mean_std([r["test_accuracy"] for r in full])
-        full_train, _ = _mean_std([r["train_seconds"] for r in full])
+        full_acc, _ = mean_std([r["test_accuracy"] for r in full])
+        full_train, _ = mean_std([r["train_seconds"] for r in full])
         order = {m: i for i, m in enumerate(self.methods())}
         out = []
         for (method, size), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
-            acc, acc_sd = _mean_std([r["test_accuracy"] for r in rs])
-            tr, tr_sd = _mean_std([r["train_seconds"] for r in rs])
-            sel, sel_sd = _mean_std([r.get("select_seconds", 0.0) or 0.0 for r in rs])
-            ep, _ = _mean_std([r.get("epochs") for r in rs])
-            st, _ = _mean_std([r.get("steps") for r in rs])
-            best, _ = _mean_std([r.get("best_step") for r in rs])
+            acc, acc_sd = mean_std([r["test_accuracy"] for r in rs])
+            tr, tr_sd = mean_std([r["train_seconds"] for r in rs])
+            sel, sel_sd = mean_std([r.get("select_seconds", 0.0) or 0.0 for r in rs])
+            ep, _ = mean_std([r.get("epochs") for r in rs])
+            st, _ = mean_std([r.get("steps") for r in rs])
+            best, _ = mean_std([r.get("best_step") for r in rs])
             out.append({
                 "method": method, "kind": rs[0].get("kind", "selection"), "size": size,
                 "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
