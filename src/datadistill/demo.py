@@ -17,7 +17,7 @@ RUNS = ("two-gaussians", "digits")
 
 DEMO_SELECTIONS = (
     ("gradnorm", "largest loss-gradient norm first (strategy=hardest)", {"model": "logreg", "strategy": "hardest"}),
-    ("entropy", "entropy, the default coverage strategy", {"model": "logreg"}),
+    ("entropy", "the default strategy (coverage)", {"model": "logreg"}),
     ("kcenter", "k-center (representative, D² sampling)", {}),
 )
 
