@@ -166,19 +166,19 @@ def test_kmeans_weights_are_cluster_sizes_and_prototypes_are_real(blobs):
     assert s.weights_.sum() == len(blobs)
 
 
-def test_dbscan_drops_planted_outliers():
+def test_dbscan_drops_planted_outliers_when_asked():
     X, _ = make_blobs(n_samples=400, centers=[[0, 0], [6, 0]], cluster_std=0.5, random_state=0)
     outliers = np.array([[20, 20], [-20, 15], [15, -20], [-18, -18], [3, 25]], dtype=float)
     X = np.vstack([X, outliers]).astype(np.float32)
     y = np.zeros(len(X), dtype=int)
     y[::2] = 1
     ds = Dataset.create(X, y, name="planted")
-    s = get_selector("dbscan", size=40, per_class=None).fit(ds)
+    s = get_selector("dbscan", size=40, per_class=None, noise="drop").fit(ds)
     assert len(s.indices_) == 40
     assert not np.isin(np.arange(400, 405), s.indices_).any()
     assert s.noise_used_ == 0 and s.n_clusters_ == [2]
     assert s.weights_.sum() == pytest.approx(400)
-    full = get_selector("dbscan", size=403, per_class=None, eps=1.0).fit(ds)
+    full = get_selector("dbscan", size=403, per_class=None, eps=1.0, noise="drop").fit(ds)
     assert len(full.indices_) == 403 and full.noise_used_ >= 3
 
 
