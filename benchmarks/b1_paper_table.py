@@ -114,6 +114,18 @@ def run_method(spec: dict) -> None:
              soft_labels=soft, use_weights=spec.get("use_weights", False))
 
 
+def drop_rows(run_dir: Path, methods: set[str]) -> None:
+    """Remove the finished rows of ``methods`` (hard- and soft-label rows) from the run directory."""
+    rows_file = run_dir / "rows.jsonl"
+    if not rows_file.exists():
+        return
+    kept = [line for line in rows_file.read_text().splitlines()
+            if line.strip() and json.loads(line).get("method") not in methods]
+    tmp = rows_file.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(rows_file)
+
+
 def run_with_timeout(spec: dict, timeout: float) -> tuple[str, float, str]:
     """Run :func:`run_method` in a fresh process; returns (status, seconds, error text)."""
     ctx = mp.get_context("spawn")
@@ -149,7 +161,7 @@ def _pct(x: float) -> str:
     return f"{x * 100:.2f}"
 
 
-def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: str) -> tuple[str, dict]:
+def analyse(report, status: dict[str, dict], args, dataset_path: Path, commands: list[str]) -> tuple[str, dict]:
     """The B1 Markdown page and its JSON twin from the run's report."""
     agg = report.aggregate()
     full = next(a for a in agg if a["method"] == "full")
@@ -173,7 +185,8 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
         f"- machine: {env['machine']}; device {c['device']}; torch intra-op threads {args.threads}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
         f"- date: {env['date']}",
-        f"- command: `{command}`",
+        ("- command: " if len(commands) == 1 else "- commands, in order (rows accumulate in the run directory): ")
+        + "; ".join(f"`{cmd}`" for cmd in commands),
         f"- training budget: {c.get('budget_rule', 'see recipe')}",
         f"- labels: {'clean' if not args.label_noise else f'{args.label_noise:.0%} of the training labels flipped to another class at random (seeded); test labels clean'}",
         "- protocol notes: ratio = fraction of the training pool; the full row trains on the whole pool; "
@@ -278,7 +291,7 @@ def analyse(report, status: dict[str, dict], args, dataset_path: Path, command: 
                 "excluded": "left out: " + st["error"]}[st["status"]]
         lines.append(f"- {m}: {note} ({st['seconds']:.0f} s wall)")
     md = "\n".join(lines) + "\n"
-    data = {"benchmark": "B1", "dataset": c["dataset"], "file": dataset_path.name, "command": command,
+    data = {"benchmark": "B1", "dataset": c["dataset"], "file": dataset_path.name, "commands": commands,
             "context": {k: v for k, v in c.items() if k != "points"}, "aggregate": agg,
             "against_random": versus, "worst_gap_to_random": worst, "ten_percent": verdicts, "methods": status,
             "claim": CLAIM, "target": TARGET}
@@ -325,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soft-labels", default="", help="methods that also get a +soft row (teacher: full-data model)")
     p.add_argument("--use-weights", action="store_true", help="train subsets with their per-sample weights")
     p.add_argument("--tag", help="results file tag (default: data set, noise and budget)")
+    p.add_argument("--rerun", default="",
+                   help="comma-separated methods whose finished rows are discarded first (after a change to them)")
     args = p.parse_args(argv)
     command = "python benchmarks/b1_paper_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
@@ -352,6 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     status_file = run_dir / "b1_status.json"
     if status_file.exists():
         status = json.loads(status_file.read_text())
+    rerun = {m.strip() for m in args.rerun.split(",") if m.strip()}
+    if rerun:
+        drop_rows(run_dir, rerun)
+        for m in rerun:
+            status.pop(m, None)
+    history_file = run_dir / "b1_commands.json"
+    history = json.loads(history_file.read_text()) if history_file.exists() else []
+    if not history_file.exists() and (run_dir / "rows.jsonl").exists():
+        history.append("(rows from earlier commands, not recorded)")
+    if not args.report_only:
+        history.append(command)
+        history_file.write_text(json.dumps(history, indent=1))
     base = {"path": str(path), "quick": args.quick, "model": args.model, "seeds": args.seeds, "out": str(run_dir),
             "device": args.device, "threads": args.threads, "epochs": args.epochs, "command": command,
             "label_noise": args.label_noise, "budget": args.budget, "budgeted_full": args.budgeted_full,
@@ -379,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     status.pop("baselines", None)
     for label, _, _ in jobs[1:]:
         status.setdefault(label, {"status": "excluded", "seconds": 0.0, "error": "not run (out of time budget)"})
-    md, data = analyse(report, status, args, path, command)
+    md, data = analyse(report, status, args, path, history or [command])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"b1_{args.tag}.md").write_text(md)
     (RESULTS / f"b1_{args.tag}.json").write_text(json.dumps(data, indent=1, default=float))
