@@ -869,13 +869,33 @@ def _verify_and_build(s: _Search, chosen: dict, cfg, verify_seeds: int, bar, not
             row["outcome"] = row["outcome"] or "returned (drop above max; budget spent)"
             break
         row["outcome"] = row["outcome"] or "drop above max: next size"
-        nxt = best_at(larger[0], set())
+        nxt = _calibrated_next(cand, row, larger, best_at, s.max_drop)
         if nxt is None:
             base = cand.get("base_method", cand["method"])
             nxt = {"method": base, "base_method": base, "soft": cand["soft"], "size": larger[0]}
         cand = nxt
     subset = _build_set(s, cand, final_rows)
     return subset, final, verification, fallback
+
+
+def _calibrated_next(cand: dict, row: dict, larger: list[int], best_at, max_drop: float) -> dict | None:
+    """The next candidate after a verified drop above ``max_drop``, skipping sizes the proxies cannot rescue.
+
+    Cheap proxies saturate below the verified model, so they under-predict a small set's drop. The gap seen in
+    this verification (verified drop minus the candidate's predicted drop, at least 0) is added to the other
+    sizes' predictions; the next candidate is the best one at the smallest larger size whose corrected
+    prediction is within ``max_drop`` (the largest size when none is), instead of stepping one size at a time.
+    """
+    predicted = cand.get("predicted_drop")
+    offset = max(0.0, row["drop"] - predicted) if predicted is not None and math.isfinite(predicted) else 0.0
+    options = [best_at(size, set()) for size in larger]
+    for opt in options:
+        if opt is not None and opt.get("predicted_drop") is not None and opt["predicted_drop"] + offset <= max_drop:
+            return opt
+    known = [opt for opt in options if opt is not None]
+    if offset > 0 and known:
+        return known[-1]
+    return known[0] if known else None
 
 
 def _build_set(s: _Search, cand: dict, rows: np.ndarray) -> DistilledSet:
