@@ -209,3 +209,53 @@ def test_an_evaluation_curve_trains_each_probe_once_per_seed(monkeypatch):
     evaluate(ds, methods=["entropy"], ratios=[0.05, 0.1, 0.2], seeds=2, model="logreg", progress=False,
              method_params={"entropy": FAST_PROBE}, train_config=TrainConfig(epochs=2, min_steps=5))
     assert len(calls) == 2  # one probe per seed, not per size
+
+
+def test_dbscan_samples_clusters_and_noise_as_strata_with_drop_and_prototypes_as_options():
+    X, y = make_blobs(n_samples=[300, 300], centers=[[0, 0], [8, 8]], cluster_std=0.6, random_state=1)
+    rng = np.random.default_rng(2)
+    outliers = rng.uniform(-30, 30, size=(12, 2))  # isolated rows DBSCAN must call noise
+    X = np.vstack([X, outliers]).astype(np.float32)
+    y = np.concatenate([y, rng.integers(0, 2, 12)])
+    ds = Dataset.create(X, y, name="blobs-with-outliers")
+    far = set(range(600, 612))
+    sampled = get_selector("dbscan", size=60, eps=1.0, random_state=0).fit(ds)
+    assert sampled.representatives == "sample" and sampled.n_noise_ and sum(sampled.n_noise_) >= 10
+    # noise is one more stratum by default: its proportional share (12 of 612 rows -> about 1 of 60), no more
+    assert 1 <= len(far & set(sampled.indices_.tolist())) <= 3
+    dropped = get_selector("dbscan", size=60, eps=1.0, random_state=0, noise="drop").fit(ds)
+    assert not far & set(dropped.indices_.tolist()) and len(dropped.indices_) == 60
+    # a sample follows the density inside a cluster; k-means prototypes spread flatter than it (quantisation)
+    protos = get_selector("dbscan", size=60, eps=1.0, random_state=0, representatives="prototypes").fit(ds)
+    centre = X[y == 0][:300].mean(axis=0)
+
+    def spread(idx):
+        return float(np.median(np.linalg.norm(X[idx] - centre, axis=1)))
+
+    c0 = lambda sel: [i for i in sel.indices_ if i < 600 and y[i] == 0 and np.linalg.norm(X[i] - centre) < 5]  # noqa: E731
+    assert spread(c0(sampled)) < spread(c0(protos))
+    other = get_selector("dbscan", size=60, eps=1.0, random_state=1).fit(ds)
+    assert set(other.indices_.tolist()) != set(sampled.indices_.tolist())  # the draw follows random_state
+    with pytest.raises(ConfigError, match="representatives"):
+        get_selector("dbscan", size=60, representatives="medians").fit(ds)
+    with pytest.raises(ConfigError, match="noise"):
+        get_selector("dbscan", size=60, noise="keep").fit(ds)
+
+
+def test_auto_steps_past_sizes_the_calibrated_proxies_cannot_rescue():
+    from datadistill.auto import _calibrated_next
+
+    recs = {size: {"method": "el2n", "size": size, "predicted_drop": drop}
+            for size, drop in [(100, 0.2), (200, 0.5), (400, 1.2), (800, 2.1)]}
+
+    def best_at(size, exclude):
+        return {1000: None}.get(size, recs.get(size))
+
+    # proxies said 0.2 at 100 rows, verification saw 2.2: the 2.0-point gap rules out 200 but not 400
+    nxt = _calibrated_next(recs[100], {"drop": 2.2}, [200, 400, 800], lambda s, e: best_at(s, e) and dict(
+        best_at(s, e), predicted_drop=[0.5, -1.5, -2.0][[200, 400, 800].index(s)]), max_drop=1.0)
+    assert nxt["size"] == 400
+    # nothing rescued: go to the largest known size instead of one step at a time
+    assert _calibrated_next(recs[100], {"drop": 5.0}, [200, 400, 800], best_at, 1.0)["size"] == 800
+    # a verification no worse than predicted: the next size, as before
+    assert _calibrated_next(recs[100], {"drop": 0.1}, [200, 400], best_at, 0.4)["size"] == 200
