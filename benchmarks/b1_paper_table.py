@@ -377,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if not history_file.exists() and (run_dir / "rows.jsonl").exists():
         history.append("(rows from earlier commands, not recorded)")
     if not args.report_only:
-        history.append(command)
-        history_file.write_text(json.dumps(history, indent=1))
+        history.append(command)  # written once a job has run: evaluation resumes only into its own run dirs
     base = {"path": str(path), "quick": args.quick, "model": args.model, "seeds": args.seeds, "out": str(run_dir),
             "device": args.device, "threads": args.threads, "epochs": args.epochs, "command": command,
             "label_noise": args.label_noise, "budget": args.budget, "budgeted_full": args.budgeted_full,
@@ -398,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         st, secs, err = run_with_timeout({**base, "label": label, "methods": ms, "ratios": rs}, timeout)
         status[label] = {"status": st, "seconds": secs, "error": err}
         status_file.write_text(json.dumps(status, indent=1))
+        history_file.write_text(json.dumps(history, indent=1))
         print(f"b1: {label}: {st} in {secs:.0f} s {err}", flush=True)
 
     from datadistill.report import Report
