@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import progress
 from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
@@ -227,15 +228,13 @@ class Distiller(Estimator):
                       input_shape=tuple(X_real.shape[1:]))
         self._setup(ctx)
         curve: list[dict] = []
-        start_it = 0
+        start_it, seconds_before = 0, 0.0  # iterations and seconds of earlier runs (resumed from a checkpoint)
         ckpt = Path(self.checkpoint) if self.checkpoint else None
         if ckpt is not None and ckpt.exists():
-            start_it, curve = self._restore(ckpt, ctx, dataset)
+            start_it, curve, seconds_before = self._restore(ckpt, ctx, dataset)
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.iterations, initial=start_it, desc=f"distill {self.name}")
+            bar = progress.bar(self.iterations, initial=start_it, desc=f"distill {self.name}")
         budget = float(self.time_budget) if self.time_budget is not None else None
         t0 = time.perf_counter()
         done, saved, stopped_by_budget = start_it, start_it, False
@@ -256,11 +255,13 @@ class Distiller(Estimator):
                 bar.set_postfix(self._progress_note(loss, fit_start, budget))
             if ckpt is not None and (done % self.checkpoint_every == 0 or done == self.iterations):
                 self._check_finite(ctx, it)
-                self._save_checkpoint(ckpt, ctx, done, curve, dataset)
+                self._save_checkpoint(ckpt, ctx, done, curve, dataset,
+                                      seconds=_known(seconds_before) + time.perf_counter() - t0)
                 saved = done
         if ckpt is not None and done != saved:
             self._check_finite(ctx, done - 1)
-            self._save_checkpoint(ckpt, ctx, done, curve, dataset)
+            self._save_checkpoint(ckpt, ctx, done, curve, dataset,
+                                  seconds=_known(seconds_before) + time.perf_counter() - t0)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -275,8 +276,7 @@ class Distiller(Estimator):
             "source": dataset.name,
             "source_fingerprint": dataset.fingerprint,
             "source_samples": len(dataset),
-            "timings": {"distill_seconds": seconds, "iterations_run": done - start_it,
-                        "seconds_per_iteration": seconds / max(1, done - start_it),
+            "timings": {**_run_timings(start_it, done, seconds_before, seconds),
                         "iterations_done": done, "iterations_planned": self.iterations,
                         "time_budget_seconds": budget, "stopped_by_time_budget": stopped_by_budget,
                         "total_seconds": time.perf_counter() - fit_start},
@@ -314,7 +314,8 @@ class Distiller(Estimator):
     def _checkpoint_key(self) -> str:
         return json.dumps(self.params() | {"iterations": None}, sort_keys=True, default=str)
 
-    def _save_checkpoint(self, path: Path, ctx: Context, it: int, curve: list[dict], dataset: Dataset) -> None:
+    def _save_checkpoint(self, path: Path, ctx: Context, it: int, curve: list[dict], dataset: Dataset, *,
+                         seconds: float = 0.0) -> None:
         state = {}
         for k, v in ctx.state.items():
             if hasattr(v, "state_dict"):
@@ -322,13 +323,16 @@ class Distiller(Estimator):
             elif isinstance(v, torch.Tensor):
                 state[k] = ("tensor", v.detach().clone())
         blob = {"iteration": it, "curve": curve, "X_syn": ctx.X_syn.detach().cpu(), "state": state,
-                "fingerprint": dataset.fingerprint, "method": self.name, "key": self._checkpoint_key()}
+                "fingerprint": dataset.fingerprint, "method": self.name, "key": self._checkpoint_key(),
+                "seconds": float(seconds)}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
 
-    def _restore(self, path: Path, ctx: Context, dataset: Dataset) -> tuple[int, list[dict]]:
+    def _restore(self, path: Path, ctx: Context, dataset: Dataset) -> tuple[int, list[dict], float | None]:
+        """Load a checkpoint into ``ctx``: the iterations done, the learning curve and the seconds spent so far
+        (None for a checkpoint written before they were recorded)."""
         try:
             # weights_only: tensors, dicts, lists, tuples, strings and numbers; a pickle that would run code is refused
             blob = torch.load(path, map_location=ctx.device, weights_only=True)
@@ -355,7 +359,23 @@ class Distiller(Estimator):
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{path}: checkpoint state does not fit this run ({exc}); delete it to start "
                                 "afresh") from None
-        return int(blob["iteration"]), list(blob["curve"])
+        seconds = blob.get("seconds")
+        return int(blob["iteration"]), list(blob["curve"]), None if seconds is None else float(seconds)
+
+
+def _known(seconds: float | None) -> float:
+    """Seconds of earlier runs, 0 where a checkpoint did not record them."""
+    return 0.0 if seconds is None else seconds
+
+
+def _run_timings(start_it: int, done: int, seconds_before: float | None, seconds: float) -> dict:
+    """Iterations and seconds of a distillation: over all its runs (resumed ones too) and of this run alone."""
+    session = done - start_it
+    total = _known(seconds_before) + seconds
+    return {"distill_seconds": total, "iterations_run": done, "session_seconds": seconds,
+            "session_iterations": session, "resumed_from_iteration": start_it,
+            "seconds_before_resume": seconds_before,
+            "seconds_per_iteration": seconds / session if session else total / max(1, done)}
 
 
 def _check_checkpoint(path: Path, blob: object, ctx: Context) -> None:
@@ -374,6 +394,9 @@ def _check_checkpoint(path: Path, blob: object, ctx: Context) -> None:
     it = blob["iteration"]
     if not isinstance(it, int) or isinstance(it, bool) or it < 0:
         raise bad(f"iteration {it!r} is not a non-negative integer")
+    seconds = blob.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise bad(f"seconds {seconds!r} is not a non-negative number")
     curve = blob["curve"]
     if not isinstance(curve, list) or not all(
             isinstance(r, dict) and isinstance(r.get("iteration"), int) and isinstance(r.get("loss"), (int, float))
