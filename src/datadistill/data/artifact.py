@@ -193,8 +193,11 @@ class DistilledSet:
     ``X``/``y``: the samples and int labels; ``indices``: rows of the source's training split they
     came from (selection only); ``weights``: how many originals each sample stands for (if known);
     ``soft_labels``: optional (n, K) label distributions learned by a distiller;
-    ``meta``: method, parameters, seed, source fingerprint, timings, library version, and under
-    ``"training"`` whatever evaluation needs to reproduce the distiller's own result.
+    ``source_rows``: the source's row id of every row of that training split (see :meth:`record_source`),
+    so that ``source_rows[indices]`` names rows of the user's file;
+    ``meta``: method, parameters, seed, source fingerprint, timings, library version, under
+    ``"provenance"`` the source path and the train/test split, and under ``"training"`` whatever
+    evaluation needs to reproduce the distiller's own result.
     """
 
     X: np.ndarray
@@ -204,6 +207,7 @@ class DistilledSet:
     weights: np.ndarray | None = None
     soft_labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    source_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -221,6 +225,46 @@ class DistilledSet:
         return Dataset(X=self.X, y=np.asarray(self.y, dtype=np.int64), classes=tuple(self.classes),
                        test=source.test if source is not None else None, name=f"{self.method}-distilled",
                        info={"distilled": True})
+
+    def record_source(self, dataset: Dataset, *, validation: dict | None = None) -> DistilledSet:
+        """Record where the set came from: ``dataset``'s source path, format and split in ``meta["provenance"]``.
+
+        For a selection (``indices`` set) the source row id of every training row is kept too (saved in
+        ``data.npz`` as ``source_rows``), so :meth:`source_row_ids` maps the set back to the user's file.
+
+        Args:
+            dataset: the training data the set was made from (the one given to ``fit``).
+            validation: how rows were held out of the pool for validation, if any (e.g. seed and fraction).
+        """
+        if len(dataset) != self.meta.get("source_samples", len(dataset)):
+            raise ArtifactError(f"record_source: {dataset.name} has {len(dataset)} training rows, but the set was "
+                                f"made from {self.meta['source_samples']}")
+        provenance = dataset.provenance()
+        if validation is not None:
+            provenance["validation"] = dict(validation)
+        rows = dataset.source_rows
+        if self.indices is not None and rows is not None:
+            provenance["row_ids"] = f"{DATA_FILE}:source_rows"
+            self.source_rows = np.asarray(rows, dtype=np.int64)
+        elif self.indices is not None:
+            provenance["row_ids"] = "indices"  # the training rows are the source's rows, in order
+        self.meta["provenance"] = provenance
+        return self
+
+    def source_row_ids(self) -> np.ndarray | None:
+        """The source's row id of each sample (a selection with recorded provenance), else None.
+
+        Row ids count from 0: for CSV/Parquet the first data row, for a .npz the row of ``X`` or
+        ``x_train``, for an image folder the image's position in the sorted listing (class folders, then files).
+        """
+        if self.indices is None:
+            return None
+        if self.source_rows is not None:
+            return np.asarray(self.source_rows)[self.indices]
+        provenance = self.meta.get("provenance")
+        if isinstance(provenance, dict) and provenance.get("row_ids") == "indices":
+            return np.asarray(self.indices)
+        return None
 
     def class_histogram(self) -> dict[str, int]:
         counts = np.bincount(np.asarray(self.y, dtype=np.int64), minlength=len(self.classes))
@@ -265,6 +309,9 @@ class DistilledSet:
                 arrays["weights"] = np.asarray(self.weights, dtype=np.float64)
             if self.soft_labels is not None:
                 arrays["soft_labels"] = np.asarray(self.soft_labels, dtype=np.float32)
+            if self.source_rows is not None:
+                rows = np.asarray(self.source_rows, dtype=np.int64)
+                arrays["source_rows"] = rows.astype(np.int32) if rows.max(initial=0) < 2**31 else rows
             np.savez_compressed(tmp / DATA_FILE, **arrays)
             meta = dict(self.meta)
             meta.setdefault("library_version", library_version())
@@ -325,6 +372,7 @@ class DistilledSet:
             X=arrays["X"], y=arrays["y"].astype(np.int64), classes=tuple(str(c) for c in arrays["class_names"]),
             indices=arrays.get("indices"), weights=arrays.get("weights"),
             soft_labels=arrays.get("soft_labels"), meta=meta,
+            source_rows=arrays["source_rows"].astype(np.int64) if "source_rows" in arrays else None,
         )
 
 
@@ -367,6 +415,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: Path, meta: dict) -> Non
             where_bad = int(np.flatnonzero((idx < 0) | (idx >= (limit if isinstance(limit, int) else np.inf)))[0])
             bound = f"0..{limit - 1}" if isinstance(limit, int) else "non-negative"
             raise bad(f"index {int(idx[where_bad])} in row {where_bad} is outside the source's rows ({bound})")
+    if "source_rows" in arrays:
+        _check_source_rows(arrays["source_rows"], arrays.get("indices"), meta, bad)
     if "weights" in arrays:
         w = arrays["weights"]
         if w.ndim != 1 or w.dtype.kind not in "iuf" or len(w) != n:
@@ -382,3 +432,18 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: Path, meta: dict) -> Non
         wrong = np.flatnonzero(~(np.isfinite(soft) & (soft >= 0)).all(axis=1))
         if len(wrong):
             raise bad(f"soft_labels row {int(wrong[0])} holds a negative, NaN or infinite value")
+
+
+def _check_source_rows(rows: np.ndarray, indices: np.ndarray | None, meta: dict, bad) -> None:
+    """``source_rows``: one distinct non-negative integer row id per row of the source's training split."""
+    limit = meta.get("source_samples")
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or (isinstance(limit, int) and len(rows) != limit):
+        expected = f"{limit} integers (one per training row)" if isinstance(limit, int) else "a 1-D integer array"
+        raise bad(f"source_rows must be {expected}, got dtype {rows.dtype} and shape {rows.shape}")
+    if len(rows) and rows.min() < 0:
+        row = int(np.flatnonzero(rows < 0)[0])
+        raise bad(f"source_rows holds the negative row id {int(rows[row])} at position {row}")
+    if len(np.unique(rows)) != len(rows):
+        raise bad("source_rows names a source row twice")
+    if indices is not None and len(indices) and indices.max() >= len(rows):
+        raise bad(f"index {int(indices.max())} is beyond the {len(rows)} rows of source_rows")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -90,7 +91,8 @@ class Dataset:
 
     Build one with :meth:`Dataset.create` (validates) or a loader in :mod:`datadistill.data.sources`.
     ``X`` is float32 for tabular data and float32 or uint8 for images (N,H,W), (N,H,W,C) or (N,C,H,W)
-    as the source had them; no scaling is applied here.
+    as the source had them; no scaling is applied here. ``source_rows``: the source's row id of each
+    training sample where they differ from 0..N-1 (after a split datadistill made), else None.
     """
 
     X: np.ndarray
@@ -99,6 +101,7 @@ class Dataset:
     test: Dataset | None = None
     name: str = "dataset"
     info: dict = field(default_factory=dict)
+    source_rows: np.ndarray | None = None
 
     @classmethod
     def create(
@@ -237,7 +240,28 @@ class Dataset:
         return Dataset(
             X=self.X[idx], y=self.y[idx], classes=self.classes, test=self.test,
             name=name or f"{self.name}[subset]", info=dict(self.info),
+            source_rows=self.row_ids()[idx],
         )
+
+    def row_ids(self) -> np.ndarray:
+        """The source's row id of every training sample (0..N-1 when no split or subset moved them)."""
+        return np.arange(len(self), dtype=np.int64) if self.source_rows is None else self.source_rows
+
+    def provenance(self) -> dict:
+        """Where the training samples came from: source path and format, and the train/test split."""
+        info = self.info
+        source = str(info.get("source") or self.name)
+        builtin = info.get("format") == "builtin" or "source" not in info
+        out = {"name": self.name, "source": source if builtin else os.path.abspath(source),
+               "format": info.get("format")}
+        out.update({k: info[k] for k in ("label", "delimiter") if k in info})
+        split = info.get("split")
+        if split is not None:
+            out["split"] = dict(split)
+        else:
+            out["split"] = {"kind": "given" if self.test is not None else "none", "n_train": len(self),
+                            "n_test": len(self.test) if self.test is not None else 0}
+        return out
 
     def with_test_split(self, test_fraction: float = 0.2, random_state: int = 0) -> Dataset:
         """Return self if a test split exists, else a seeded stratified split (recorded in ``info``)."""
@@ -276,7 +300,8 @@ class Dataset:
             "n_test": len(te),
         }
         test = Dataset(X=self.X[te], y=self.y[te], classes=self.classes, name=f"{self.name}[test]")
-        return Dataset(X=self.X[tr], y=self.y[tr], classes=self.classes, test=test, name=self.name, info=info)
+        return Dataset(X=self.X[tr], y=self.y[tr], classes=self.classes, test=test, name=self.name, info=info,
+                       source_rows=self.row_ids()[tr])
 
     def summary(self) -> str:
         kind = "images" if self.is_image else "tabular"
