@@ -27,3 +27,15 @@ def __getattr__(name: str):
 
 __all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dataset", "DistilledSet",
            "__version__", "auto", "check_against_random", "distill", "evaluate", "load", "open", "save", "select"]
+
+# by-name factories and registries, the DC-protocol evaluation, Dask execution (what the command line calls)
+from .errors import DatadistillWarning  # noqa: E402
+from .models import MODELS  # noqa: E402
+from .parallel import fit_distributed  # noqa: E402
+from .select import REGISTRY as SELECTORS  # noqa: E402
+from .select import get_selector  # noqa: E402
+from .synth import REGISTRY as DISTILLERS  # noqa: E402
+from .synth import evaluate_protocol, get_distiller  # noqa: E402
+
+__all__ += ["DISTILLERS", "DatadistillWarning", "MODELS", "SELECTORS", "evaluate_protocol", "fit_distributed",
+            "get_distiller", "get_selector"]
