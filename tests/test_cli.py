@@ -41,18 +41,18 @@ def test_select_show_round_trip(tmp_path, csv_file, capsys):
 
 
 @pytest.mark.parametrize(
-    "extra, fragment",
+    "extra, fragment, exit_code",
     [
-        (["--method", "nosuch", "--ratio", "0.1"], "unknown selection method 'nosuch'"),
-        (["--method", "random", "--ratio", "1.5"], "ratio must be in (0, 1]"),
-        (["--method", "random", "--ratio", "0"], "ratio must be in (0, 1]"),
-        (["--method", "random", "--size", "5000"], "only 96"),
-        (["--method", "random"], "exactly one of --ratio"),
+        (["--method", "nosuch", "--ratio", "0.1"], "unknown selection method 'nosuch'", 2),
+        (["--method", "random", "--ratio", "1.5"], "ratio must be in (0, 1]", 2),
+        (["--method", "random", "--ratio", "0"], "ratio must be in (0, 1]", 2),
+        (["--method", "random", "--size", "5000"], "only 96", 3),
+        (["--method", "random"], "exactly one of --ratio", 2),
     ],
 )
-def test_select_rejects_bad_options(tmp_path, csv_file, capsys, extra, fragment):
+def test_select_rejects_bad_options(tmp_path, csv_file, capsys, extra, fragment, exit_code):
     code, _, err = run(["select", csv_file, *extra, "--out", tmp_path / "o"], capsys)
-    assert code == 2
+    assert code == exit_code
     assert fragment in err
     assert "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -61,15 +61,15 @@ def test_select_rejects_bad_options(tmp_path, csv_file, capsys, extra, fragment)
 def test_select_bad_inputs(tmp_path, capsys):
     code, _, err = run(["select", tmp_path / "missing.csv", "--method", "random", "--ratio", "0.1",
                         "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "missing.csv: no such file" in err
+    assert code == 3 and "missing.csv: no such file" in err
     bad = tmp_path / "bad.csv"
     bad.write_text("a,label\n1,0\nfoo,1\n2,1\n")
     code, _, err = run(["select", bad, "--method", "random", "--ratio", "0.5", "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "column 'a' is not numeric" in err
+    assert code == 3 and "column 'a' is not numeric" in err
     nolabel = tmp_path / "nolabel.csv"
     nolabel.write_text("a,b\n1,0\n2,1\n")
     code, _, err = run(["select", nolabel, "--method", "random", "--ratio", "0.5", "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "--label" in err
+    assert code == 3 and "--label" in err
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path, csv_file, capsys):

@@ -39,9 +39,9 @@ def run(args, capsys):
     return code, out.out, out.err
 
 
-def one_line_error(code, err, fragment):
-    """Exit 2, the fragment in the error line, no traceback."""
-    assert code == 2, err
+def one_line_error(code, err, fragment, exit_code=2):
+    """Exit 2 (usage; 3 for data and artifact errors), the fragment in the error line, no traceback."""
+    assert code == exit_code, err
     assert "Traceback" not in err
     error_lines = [line for line in err.splitlines() if ": error: " in line]
     assert len(error_lines) == 1, err
@@ -486,9 +486,9 @@ def test_damaged_sets_get_one_line(tmp_path, csv3, saved_set, capsys):
     cases[garbage] = "garbage"
     for directory, fragment in cases.items():
         code, _, err = run(["show", directory], capsys)
-        one_line_error(code, err, fragment)
+        one_line_error(code, err, fragment, exit_code=3)
         code, _, err = run(["evaluate", csv3, "--ratios", "0.5", "--seeds", "1", "--distilled", directory], capsys)
-        one_line_error(code, err, fragment)
+        one_line_error(code, err, fragment, exit_code=3)
         assert not loaded(err)
 
 
@@ -507,7 +507,7 @@ def test_damaged_report(tmp_path, capsys, content, fragment):
     with pytest.raises(ArtifactError, match="damaged report"):
         Report.from_json(run_dir / "report.json")
     code, _, err = run(["report", run_dir], capsys)
-    one_line_error(code, err, fragment)
+    one_line_error(code, err, fragment, exit_code=3)
 
 
 # --- library: parameters --------------------------------------------------------------------------
@@ -559,7 +559,8 @@ def test_time_budget_stops_cleanly_and_records_it(tiny, tmp_path):
     # the checkpoint holds the iterations done: a rerun without a budget continues from there
     again = get_distiller("dm", ipc=2, model="mlp", iterations=t["iterations_done"] + 3, batch_real=8,
                           lr_images=0.1, device="cpu", checkpoint=tmp_path / "ckpt.pt").fit(tiny)
-    assert again.meta["timings"]["iterations_run"] == 3
+    assert again.meta["timings"]["session_iterations"] == 3  # iterations_run counts the earlier run's too
+    assert again.meta["timings"]["iterations_run"] == t["iterations_done"] + 3
     assert again.meta["timings"]["stopped_by_time_budget"] is False
 
 
@@ -587,7 +588,8 @@ def test_divergence_is_refused_not_saved(tiny, tmp_path, csv3, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_distill_cli_time_budget(tmp_path, csv3, capsys):
+def test_distill_cli_time_budget(tmp_path, csv3, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress bars are drawn on a terminal only
     code, out, err = run(["distill", csv3, "--method", "dm", "--model", "mlp", "--ipc", "2", "--iterations",
                           "10000000", "--time-budget", "1s", "--lr-images", "0.1", "--device", "cpu",
                           "--out", tmp_path / "o"], capsys)

@@ -188,7 +188,7 @@ def test_genuine_checkpoint_still_resumes_exactly(digits, genuine_checkpoint, tm
     copy.write_bytes(ckpt.read_bytes())
     resumed = get_distiller("dm", iterations=3, checkpoint=copy, checkpoint_every=2, **DM).fit(digits)
     whole = get_distiller("dm", iterations=3, **DM).fit(digits)
-    assert resumed.meta["timings"]["iterations_run"] == 1
+    assert resumed.meta["timings"]["session_iterations"] == 1
     np.testing.assert_array_equal(resumed.X, whole.X)
     assert resumed.meta["curves"]["matching_loss"] == whole.meta["curves"]["matching_loss"]
     # what _save_checkpoint writes (optimizer state included) loads with weights_only=True
@@ -427,7 +427,7 @@ def test_damaged_set_is_refused_by_evaluate_and_show(saved_arrays, tmp_path, cap
     (path / "meta.json").write_text(json.dumps(meta))
     for args in (["show", path], ["evaluate", "digits", "--distilled", path, "--seeds", "1", "--ratios", "0.1"]):
         code, _, err = _run(args, capsys)
-        assert code == 2 and "X row 0 contains NaN" in err and "Traceback" not in err
+        assert code == 3 and "X row 0 contains NaN" in err and "Traceback" not in err
 
 
 def test_set_saved_before_markers_still_opens(saved_arrays, tmp_path):
@@ -519,7 +519,7 @@ def test_overwrite_refuses_a_user_folder_that_merely_has_meta_json(command, tmp_
     args = ([command, csv_file, "--method", "random", "--size", "10"] if command == "select" else
             [command, csv_file, "--method", "dm", "--ipc", "1", "--model", "mlp", "--iterations", "1"])
     code, _, err = _run([*args, "--out", out, "--overwrite"], capsys)
-    assert code == 2 and "Traceback" not in err
+    assert code == 3 and "Traceback" not in err
     assert "notes.txt" in err and "thesis/" in err and "refusing to replace" in err
     assert _tree(out) == before
 
@@ -534,7 +534,7 @@ def test_overwrite_replaces_an_earlier_output_and_refuses_one_with_foreign_files
     # a file of the user's inside our own output: refused, named, kept
     (out / "my-notes.txt").write_text("keep me")
     code, _, err = _run([*args, "--overwrite", "--seed", "4"], capsys)
-    assert code == 2 and "my-notes.txt" in err and "did not write" in err
+    assert code == 3 and "my-notes.txt" in err and "did not write" in err
     assert (out / "my-notes.txt").read_text() == "keep me"
     assert json.loads((out / "meta.json").read_text())["seed"] == 3
 
@@ -708,7 +708,7 @@ def test_distill_writes_images_png_inside_the_atomic_step(tmp_path, capsys, monk
 
     monkeypatch.setattr(figures, "image_grid", no_space)
     code, _, err = _run([*args, "--out", tmp_path / "out"], capsys)
-    assert code == 2 and "No space left" in err and "Traceback" not in err
+    assert code == 3 and "No space left" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no committed set with a cut-off figure, nothing blocking a rerun
     monkeypatch.undo()
     code, _, _ = _run([*args, "--out", tmp_path / "out"], capsys)

@@ -1,4 +1,8 @@
-"""`datadistill ...`: thin subcommands that parse arguments, call the public API and print."""
+"""`datadistill ...`: thin subcommands that parse arguments, call the public API and print.
+
+Exit codes: 0 done; 1 an unexpected failure; 2 a usage or configuration error (argparse, ConfigError);
+3 a data or artifact error (DataError, ArtifactError); 130 interrupted; 141 stdout closed early.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,19 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
+import traceback
 import warnings
 from pathlib import Path
 
-from .errors import ArtifactError, ConfigError, DatadistillError, DatadistillWarning
+import datadistill as dd
 
-EXIT_USAGE = 2
+from . import progress
+
+EXIT_FAILURE = 1       # anything unexpected (a bug): the traceback is printed
+EXIT_USAGE = 2         # argparse and ConfigError: fix the command line
+EXIT_DATA = 3          # DataError and ArtifactError: fix the input file or the saved set
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader (e.g. `head`) went away
 CPU_TIME_BUDGET = 300.0  # distill's default on a CPU when no --iterations is given: minutes, not hours
 
@@ -31,7 +42,12 @@ EPILOG = """examples:
 DATA is a .npz (x_train/y_train[/x_test/y_test] or X/y), a .csv or .parquet file (--label names the class column),
 a folder of images with one sub-folder per class, a CIFAR-10 python-batch folder, or a built-in name:
 digits, two-gaussians, blobs (no download), mnist / cifar10 (your local copy, found via $DATADISTILL_DATA).
-Errors in the input are reported with the file, column or row and exit code 2."""
+
+output: results on stdout (--json: one JSON document, nothing else); data summaries, notes, warnings and
+progress bars on stderr (bars only when stderr is a terminal; --quiet: no bars and no notes).
+
+exit codes: 0 done, 1 unexpected failure, 2 usage or configuration error, 3 data or artifact error
+(the input or a saved set: the message names the file, column or row), 130 interrupted."""
 
 
 def _parse_value(text: str):
@@ -54,7 +70,7 @@ def _params(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ConfigError(f"--param expects KEY=VALUE, got '{pair}'")
+            raise dd.ConfigError(f"--param expects KEY=VALUE, got '{pair}'")
         key, value = pair.split("=", 1)
         out[key.strip().replace("-", "_")] = _parse_value(value.strip())
     return out
@@ -103,11 +119,24 @@ def _delimiter(text: str) -> str:
     return value
 
 
-def _load(args) -> object:
-    from .data import load
+def _load(args) -> dd.Dataset:
+    """DATA as a Dataset (its summary on stderr unless --quiet)."""
+    dataset = dd.load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed,
+                      delimiter=args.delimiter)
+    _info(args, dataset.summary())
+    return dataset
 
-    return load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed,
-                delimiter=args.delimiter)
+
+def _info(args, text: str) -> None:
+    """A note on stderr, left out under --quiet (results go to stdout, warnings and errors always show)."""
+    if not getattr(args, "quiet", False):
+        print(text, file=sys.stderr)
+
+
+def _print_json(document: dict) -> None:
+    from .data.artifact import jsonable
+
+    print(json.dumps(jsonable(document), indent=2, sort_keys=True))
 
 
 def _check_location(path: str | None, option: str, *, folder: bool = True) -> None:
@@ -116,19 +145,19 @@ def _check_location(path: str | None, option: str, *, folder: bool = True) -> No
         return
     target = Path(path)
     if folder and target.exists() and not target.is_dir():
-        raise ConfigError(f"{option} {path}: an existing file, not a folder; choose a folder path")
+        raise dd.ConfigError(f"{option} {path}: an existing file, not a folder; choose a folder path")
     if not folder and target.is_dir():
-        raise ConfigError(f"{option} {path}: an existing folder; give a file path")
+        raise dd.ConfigError(f"{option} {path}: an existing folder; give a file path")
     nearest = target.absolute().parent
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise ConfigError(f"{option} {path}: {nearest} is a file, so no folder can be made in it")
+        raise dd.ConfigError(f"{option} {path}: {nearest} is a file, so no folder can be made in it")
     for probe in ([target] if folder and target.is_dir() else []) + [nearest]:
         try:
             fd, name = tempfile.mkstemp(prefix=".datadistill-write-test-", dir=probe)
         except OSError as exc:
-            raise ConfigError(f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); choose a "
+            raise dd.ConfigError(f"{option} {path}: cannot write in {probe} ({exc.strerror or exc}); choose a "
                               "writable location") from None
         os.close(fd)
         os.unlink(name)
@@ -136,14 +165,12 @@ def _check_location(path: str | None, option: str, *, folder: bool = True) -> No
 
 def _open_set(directory: str):
     """DistilledSet.open, with any failure it does not explain itself turned into one ArtifactError line."""
-    from .data import DistilledSet
-
     try:
-        return DistilledSet.open(directory)
-    except DatadistillError:
+        return dd.open(directory)
+    except dd.DatadistillError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged set fails in many ways; the user needs one line
-        raise ArtifactError(f"{directory}: damaged datadistill set ({type(exc).__name__}: {exc}); re-create it "
+        raise dd.ArtifactError(f"{directory}: damaged datadistill set ({type(exc).__name__}: {exc}); re-create it "
                             "with select or distill") from None
 
 
@@ -152,7 +179,7 @@ def _warning_printer(command: str):
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DatadistillWarning):
+        if issubclass(category, dd.DatadistillWarning):
             print(f"datadistill {command}: warning: {message}", file=sys.stderr)
         else:
             original(message, category, filename, lineno, file, line)
@@ -163,11 +190,9 @@ def _warning_printer(command: str):
 def _check_out(out: str | None, overwrite: bool) -> None:
     _check_location(out, "--out")
     if out and Path(out).exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
+        raise dd.ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
     if out:
-        from .data import DistilledSet
-
-        DistilledSet.check_target(out, overwrite=overwrite)  # --overwrite replaces only a set datadistill wrote
+        dd.DistilledSet.check_target(out, overwrite=overwrite)  # --overwrite replaces only a set datadistill wrote
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -181,52 +206,63 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                         "',' ';' tab '|', with a warning when it is not ',')")
 
 
+def _output_arguments(p: argparse.ArgumentParser, *, json_summary: bool = False) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no notes on stderr "
+                                                               "(results, warnings and errors still show)")
+    if json_summary:
+        p.add_argument("--json", action="store_true",
+                       help="print a machine-readable JSON summary on stdout (and nothing else there)")
+
+
+def _subcommand(sub, name: str, *, help: str, description: str, examples: list[tuple[str, str]]):
+    """A subcommand whose --help ends with worked examples (command, then what it does)."""
+    lines = ["examples:"]
+    for command, what in examples:
+        lines += [f"  {command}", *textwrap.wrap(what, 100, initial_indent="      ", subsequent_indent="      ")]
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 100), epilog="\n".join(lines),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 # --- subcommands ---------------------------------------------------------------------------------
 def cmd_select(args) -> int:
-    from .select import get_selector
-
     if (args.ratio is None) == (args.size is None):
-        raise ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
+        raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
     params = _params(args.param)
-    if args.features:
-        params["features"] = args.features
-    if args.device:
-        params["device"] = args.device
-    if args.strategy:
-        params["strategy"] = args.strategy
+    for key in ("features", "device", "strategy", "min_per_class"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
     if args.soft_labels:
         params["soft_labels"] = True
-    if args.min_per_class:
-        params["min_per_class"] = args.min_per_class
     per_class = None if args.per_class == "none" else args.per_class
-    selector = get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
-                            random_state=args.seed, **params)
+    selector = dd.get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
+                               random_state=args.seed, **params)
     selector.check_params()  # size, ratio and seed before a large file is read
     _check_out(args.out, args.overwrite)
     dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
     if args.dask is not None:
-        from .parallel import fit_distributed
-
-        fit_distributed(selector, dataset, address=args.dask or None, n_workers=args.workers)
+        dd.fit_distributed(selector, dataset, address=args.dask or None, n_workers=args.workers)
     else:
         selector.fit(dataset)
-    result = selector.transform(dataset)
+    result = selector.transform(dataset).record_source(dataset)
     if args.check:
-        from .guard import check_against_random
-
-        check = check_against_random(dataset, selector.indices_, model=args.check, random_state=args.seed,
-                                     method=args.method, device=args.device)
+        check = dd.check_against_random(dataset, selector.indices_, model=args.check, random_state=args.seed,
+                                        method=args.method, device=args.device)
         result.meta["check"] = check.to_dict()
-        print(check.message(), file=sys.stderr)
+        _info(args, check.message())
     result.save(args.out, overwrite=args.overwrite)
-    print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
-          f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
+    if args.json:
+        _print_json({"command": "select", "out": str(args.out), "method": args.method, "kept": len(result),
+                     "source_samples": len(dataset), "reduction": len(dataset) / len(result),
+                     "select_seconds": selector.seconds_, "seed": args.seed, "check": result.meta.get("check"),
+                     "provenance": result.meta["provenance"]})
+    else:
+        print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
+              f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
     return 0
 
 
 def cmd_auto(args) -> int:
-    from .auto import SEARCH_MD, SET_DIR, auto, check_options, check_out
+    from .auto import SEARCH_MD, SET_DIR, check_options, check_out
     from .evaluation import default_recipe, parse_ratios
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -240,7 +276,7 @@ def cmd_auto(args) -> int:
     recipe = None
     if args.verify_steps is not None:
         if args.verify_steps < 1:
-            raise ConfigError(f"--verify-steps must be a positive number of optimiser steps, got {args.verify_steps}")
+            raise dd.ConfigError(f"--verify-steps must be a positive number of optimiser steps, got {args.verify_steps}")
         from dataclasses import replace
 
         recipe = default_recipe(args.model)
@@ -248,11 +284,11 @@ def cmd_auto(args) -> int:
                          patience_steps=min(recipe.patience_steps, args.verify_steps),
                          eval_every=min(recipe.eval_every, args.verify_steps))
     dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
-    result = auto(dataset, **options, train_config=recipe, device=args.device, out=args.out,
-                  overwrite=args.overwrite, command=" ".join(["datadistill", *sys.argv[1:]]))
+    result = dd.auto(dataset, **options, train_config=recipe, device=args.device, out=args.out,
+                     overwrite=args.overwrite, progress=not args.quiet,
+                     command=" ".join(["datadistill", *sys.argv[1:]]))
     for note in result.notes:
-        print(f"datadistill auto: note: {note}", file=sys.stderr)
+        _info(args, f"datadistill auto: note: {note}")
     if result.fallback:
         print(f"datadistill auto: warning: {result.fallback}", file=sys.stderr)
     if not result.within_drop:
@@ -263,25 +299,59 @@ def cmd_auto(args) -> int:
     return 0
 
 
-def cmd_methods(args) -> int:
-    from . import select, synth  # noqa: F401 - importing registers every method
-    from .models import MODELS
-    from .select import REGISTRY as SELECTORS
-    from .synth import REGISTRY as DISTILLERS
+def method_catalogue() -> dict:
+    """Every registered selector and distiller and every model, with what each does and costs."""
+    return {
+        "selection": {name: {"summary": cls.summary, "cost": cls.cost} for name, cls in sorted(dd.SELECTORS.items())},
+        "synthesis": {name: {"summary": cls.summary, "images_only": bool(cls.needs_images)}
+                      for name, cls in sorted(dd.DISTILLERS.items())},
+        "models": dict(dd.MODELS),
+    }
 
+
+def cmd_methods(args) -> int:
+    catalogue = method_catalogue()
+    if args.json:
+        _print_json(catalogue)
+        return 0
     print("selection (keep real samples)   datadistill select DATA --method NAME --ratio R")
-    for name in sorted(SELECTORS):
-        cls = SELECTORS[name]
-        print(f"  {name:<18} {cls.summary}  [{cls.cost}]")
+    for name, entry in catalogue["selection"].items():
+        print(f"  {name:<18} {entry['summary']}  [{entry['cost']}]")
     print("\nsynthesis (learn synthetic samples)   datadistill distill DATA --method NAME --ipc N")
-    for name in sorted(DISTILLERS):
-        cls = DISTILLERS[name]
-        kind = "images only" if cls.needs_images else "images or tabular (with --model mlp)"
-        print(f"  {name:<18} {cls.summary}  [{kind}]")
+    for name, entry in catalogue["synthesis"].items():
+        kind = "images only" if entry["images_only"] else "images or tabular (with --model mlp)"
+        print(f"  {name:<18} {entry['summary']}  [{kind}]")
     print("\nmodels (--model)")
-    for name, text in MODELS.items():
+    for name, text in catalogue["models"].items():
         print(f"  {name:<18} {text}")
     return 0
+
+
+def _provenance_lines(ds) -> list[str]:
+    """What ``show`` prints about where a set's rows came from (sets saved before provenance: one line)."""
+    prov = ds.meta.get("provenance")
+    if not isinstance(prov, dict):
+        return ["  provenance   not recorded (saved by an earlier datadistill): indices name rows of the training "
+                "split, which this set does not describe"]
+    source = f"{prov.get('source')} ({prov.get('format') or '?'}"
+    source += f", label column '{prov['label']}')" if prov.get("label") else ")"
+    lines = [f"  source path  {source}"]
+    split = prov.get("split") if isinstance(prov.get("split"), dict) else {}
+    counts = f"{split.get('n_train', '?')} training / {split.get('n_test', '?')} test rows"
+    if split.get("kind") in ("given", "none"):
+        lines.append(f"  split        {'given by the source' if split['kind'] == 'given' else 'none'}: {counts}")
+    else:
+        lines.append(f"  split        {split.get('kind', '?')}, test fraction {split.get('test_fraction')}, seed "
+                     f"{split.get('random_state')} (--test-fraction, --split-seed): {counts}")
+    if isinstance(prov.get("validation"), dict):
+        lines.append(f"  validation   {json.dumps(prov['validation'], sort_keys=True)}")
+    rows = prov.get("row_ids")
+    if rows == "indices":
+        lines.append("  row ids      indices are rows of the source's training data, in order")
+    elif rows:
+        lines.append(f"  row ids      source rows of the kept samples: source_rows[indices] ({rows}; "
+                     "DistilledSet.source_row_ids())")
+    return lines
 
 
 def cmd_show(args) -> int:
@@ -289,10 +359,20 @@ def cmd_show(args) -> int:
 
     ds = _open_set(args.dir)
     meta = ds.meta
+    if args.json:
+        weights = None if ds.weights is None else {"sum": float(ds.weights.sum()), "min": float(ds.weights.min()),
+                                                   "max": float(ds.weights.max())}
+        _print_json({"path": str(args.dir), "n_samples": len(ds), "classes": list(ds.classes), "method": ds.method,
+                     "kind": meta.get("kind"), "sample_shape": list(ds.X.shape[1:]), "dtype": str(ds.X.dtype),
+                     "class_histogram": ds.class_histogram(), "weights": weights,
+                     "soft_labels": ds.soft_labels is not None, "provenance": meta.get("provenance"),
+                     "source_rows_stored": ds.source_rows is not None, "meta": meta})
+        return 0
     lines = [
         f"{args.dir}: {len(ds)} samples, {len(ds.classes)} classes, {meta.get('kind', '?')} by '{ds.method}'",
         f"  source       {meta.get('source')} ({meta.get('source_samples', '?')} samples), fingerprint "
         f"{str(meta.get('source_fingerprint'))[:16]}",
+        *_provenance_lines(ds),
         f"  seed         {meta.get('seed')}",
         f"  parameters   {json.dumps(meta.get('parameters', {}), sort_keys=True)}",
         f"  timings      {json.dumps(meta.get('timings', {}), sort_keys=True)}",
@@ -314,12 +394,40 @@ def cmd_show(args) -> int:
     return 0
 
 
+RESERVED_SELECTOR_PARAMS = ("size", "ratio", "random_state")  # evaluate sets these per row
+
+
+def _method_params(pairs: list[str] | None, methods: list[str]) -> dict[str, dict]:
+    """``--param METHOD.KEY=VALUE`` pairs as ``{method: {key: value}}``, each selector built once to check them."""
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        name, sep, _ = pair.partition("=")
+        method, dot, key = name.partition(".")
+        if not sep or not dot or not method.strip() or not key.strip():
+            raise dd.ConfigError(f"--param expects METHOD.KEY=VALUE (e.g. kmeans.pca=50), got '{pair}'")
+        method = method.strip()
+        if method not in dd.SELECTORS:
+            raise dd.ConfigError(f"--param {name}: unknown selection method '{method}'; choose one of: "
+                                 f"{', '.join(sorted(dd.SELECTORS))}")
+        if method not in methods and method != "random":
+            raise dd.ConfigError(f"--param {name}: '{method}' is not among --methods ({', '.join(methods) or 'random'})")
+        out.setdefault(method, {}).update(_params([pair.split(".", 1)[1]]))
+    for method, params in out.items():
+        reserved = [k for k in params if k in RESERVED_SELECTOR_PARAMS]
+        if reserved:
+            raise dd.ConfigError(f"--param {method}.{reserved[0]}: evaluate sets {reserved[0]} itself (use --ratios "
+                                 "and --seeds)")
+        dd.get_selector(method, size=1, random_state=0, **params).check_params()
+    return out
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate, parse_ratios
+    from .evaluation import parse_ratios
     from .synth.protocol import check_protocol_options
 
     ratios = parse_ratios(args.ratios)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
+    method_params = _method_params(args.param, methods)
     options = {"n_models": args.eval_models}
     if args.eval_epochs is not None:
         options["epochs"] = args.eval_epochs
@@ -330,13 +438,18 @@ def cmd_evaluate(args) -> int:
         _open_set(directory)  # a damaged set is refused in one line before anything loads or trains
     _check_location(args.out, "--out")
     dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
-    report = evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
-                      distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
-                      out=args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
-                      use_weights=args.use_weights, progress=True, command=" ".join(["datadistill", *sys.argv[1:]]),
-                      budget=args.budget, epochs=args.epochs, budgeted_full=args.budgeted_full,
-                      soft_labels=_soft_list(args.soft_labels, methods), temperature=args.temperature)
+    report = dd.evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
+                         distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
+                         method_params=method_params, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                         device=args.device, use_weights=args.use_weights, progress=not args.quiet,
+                         command=" ".join(["datadistill", *sys.argv[1:]]), budget=args.budget, epochs=args.epochs,
+                         budgeted_full=args.budgeted_full, soft_labels=_soft_list(args.soft_labels, methods),
+                         temperature=args.temperature)
+    if args.json:
+        _print_json({"command": "evaluate", "out": None if args.out is None else str(args.out),
+                     "report": None if args.out is None else str(Path(args.out) / "report.html"),
+                     **report.to_dict()})
+        return 0
     print(report.to_markdown())
     if args.out:
         print(f"\nreport: {Path(args.out) / 'report.html'}")
@@ -361,7 +474,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .synth import get_distiller
     from .synth.protocol import check_protocol_options
     from .training import resolve_device
 
@@ -381,47 +493,49 @@ def cmd_distill(args) -> int:
                        "far; pass --iterations N or --time-budget none for the method's full budget (hours)")
     if budget is not None and "time_budget" not in params:
         params["time_budget"] = None if math.isinf(budget) else budget
-    distiller = get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
-                              progress=True, **params)
+    distiller = dd.get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
+                                 progress=True, **params)
     distiller.check_params()
     if args.eval_models or args.eval_epochs is not None:
         check_protocol_options(n_models=args.eval_models, epochs=args.eval_epochs)
     _check_out(args.out, args.overwrite)
     _check_location(args.checkpoint, "--checkpoint", folder=False)
     dataset = _load(args)
-    print(dataset.summary(), file=sys.stderr)
     if budget_note:
-        print(budget_note, file=sys.stderr)
-    result = distiller.fit(dataset)
+        _info(args, budget_note)
+    result = distiller.fit(dataset).record_source(dataset)
     timings = result.meta["timings"]
     if timings.get("stopped_by_time_budget"):
         print(f"time budget of {_format_seconds(timings['time_budget_seconds'])} reached after "
               f"{timings['iterations_done']:,} of {timings['iterations_planned']:,} iterations; keeping the samples "
               "as they are" + ("; rerun with the same --checkpoint to continue" if args.checkpoint else ""))
     if args.eval_models > 0 and dataset.test is not None:
-        from .synth.protocol import evaluate_protocol
+        _protocol_accuracy(args, dataset, result)
 
-        rows = evaluate_protocol(dataset, result, n_models=args.eval_models, epochs=args.eval_epochs,
-                                 device=args.device or "auto", seed=0, progress=True)
-        import numpy as np
-
-        accs = [r["test_accuracy"] for r in rows]
-        result.meta["accuracy"] = {"protocol": "dc", "models": len(accs), "epochs": rows[0].get("epochs"),
-                                   "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "seeds": [
-                                       r["seed"] for r in rows]}
-        print(f"test accuracy of fresh models trained on the distilled set: {100 * np.mean(accs):.2f} ± "
-              f"{100 * result.meta['accuracy']['std']:.2f} % ({len(accs)} models)")
-
-    def figures(directory: Path) -> None:
+    def write_figures(directory: Path) -> None:
         if dataset.is_image:
-            from .synth.figures import image_grid
+            from .synth import figures
 
-            image_grid(result, directory / "images.png")
+            figures.image_grid(result, directory / "images.png")
 
-    result.save(args.out, overwrite=args.overwrite, extra=figures)
+    result.save(args.out, overwrite=args.overwrite, extra=write_figures)
     print(f"{len(result)} synthetic samples ({args.ipc} per class) by {args.method} in "
           f"{result.meta['timings']['distill_seconds']:.1f} s -> {args.out}")
     return 0
+
+
+def _protocol_accuracy(args, dataset, result) -> None:
+    """distill --eval-models: fresh models trained on the set (the DC protocol); stored in its meta and printed."""
+    import numpy as np
+
+    rows = dd.evaluate_protocol(dataset, result, n_models=args.eval_models, epochs=args.eval_epochs,
+                                device=args.device or "auto", seed=0, progress=not args.quiet)
+    accs = [r["test_accuracy"] for r in rows]
+    std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+    result.meta["accuracy"] = {"protocol": "dc", "models": len(accs), "epochs": rows[0].get("epochs"),
+                               "mean": float(np.mean(accs)), "std": std, "seeds": [r["seed"] for r in rows]}
+    print(f"test accuracy of fresh models trained on the distilled set: {100 * np.mean(accs):.2f} ± "
+          f"{100 * std:.2f} % ({len(accs)} models)")
 
 
 def cmd_demo(args) -> int:
@@ -439,17 +553,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "informative real samples (coresets) or learn synthetic ones (dataset distillation), and "
                     "prove it against the full set and a random subset.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"datadistill {__version__}")
+    parser.add_argument("--version", action="version", version=f"datadistill {dd.__version__}")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models "
                              "or on a busy machine)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_select_parser, _auto_parser, _distill_parser, _evaluate_parser, _report_parser, _methods_parser,
+                _show_parser, _demo_parser):
+        add(sub)
+    return parser
 
-    p = sub.add_parser("select", help="keep the most informative real samples",
-                       description="Select a subset of DATA's training samples and save it as a DistilledSet "
-                                   "directory (data.npz + meta.json).")
+
+def _select_parser(sub) -> None:
+    p = _subcommand(sub, "select", help="keep the most informative real samples",
+                    description="Select a subset of DATA's training samples and save it as a DistilledSet directory "
+                                "(data.npz + meta.json, with the source path, the train/test split and the source "
+                                "row of every kept sample).",
+                    examples=[("datadistill select data.csv --label target --method kcenter --ratio 0.1 --out kc",
+                               "keep 10% of data.csv's training rows by k-center greedy"),
+                              ("datadistill select mnist.npz --method entropy --size 600 --check --out ent",
+                               "600 rows by a probe's predictive entropy, compared with random subsets"),
+                              ("datadistill select digits --method kmeans --ratio 0.05 --param pca=20 --json --out km",
+                               "method parameters with --param; a JSON summary on stdout")])
     _data_arguments(p)
     p.add_argument("--method", required=True, help="selection method (see `datadistill methods`)")
     size = p.add_mutually_exclusive_group()
@@ -480,14 +605,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "held-out training rows); warns in one line when it is worse; recorded in meta.json")
     p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("auto", help="find the smallest selected set within --max-drop of full data, verified",
-                       description="Search selection method x size (x soft labels) with cheap proxy models on a "
-                                   "validation split of the training rows, keep the smallest set predicted to stay "
-                                   "within --max-drop accuracy points of full data, then verify it with the real "
-                                   "model on the test split against full data and random subsets of the same "
-                                   "size. Writes OUT/set (the set), OUT/search.json and OUT/search.md.")
+
+def _auto_parser(sub) -> None:
+    p = _subcommand(sub, "auto", help="find the smallest selected set within --max-drop of full data, verified",
+                    description="Search selection method x size (x soft labels) with cheap proxy models on a "
+                                "validation split of the training rows, keep the smallest set predicted to stay "
+                                "within --max-drop accuracy points of full data, then verify it with the real "
+                                "model on the test split against full data and random subsets of the same "
+                                "size. Writes OUT/set (the set), OUT/search.json and OUT/search.md.",
+                    examples=[("datadistill auto data.csv --max-drop 1.0 --out data-auto",
+                               "the smallest set that loses at most 1 accuracy point, verified on the test split"),
+                              ("datadistill auto mnist.npz --budget-minutes 30 --methods entropy,herding --out m",
+                               "search two methods for at most 30 minutes")])
     _data_arguments(p)
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="accuracy points the set may lose against full data (default 1.0)")
@@ -511,11 +643,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory auto wrote")
+    _output_arguments(p)
     p.set_defaults(func=cmd_auto)
 
-    p = sub.add_parser("distill", help="learn a few synthetic samples per class",
-                       description="Learn IPC synthetic samples per class of DATA and save them (in DATA's own "
-                                   "pixel or feature space) with everything evaluation needs.")
+
+def _distill_parser(sub) -> None:
+    p = _subcommand(sub, "distill", help="learn a few synthetic samples per class",
+                    description="Learn IPC synthetic samples per class of DATA and save them (in DATA's own "
+                                "pixel or feature space) with everything evaluation needs.",
+                    examples=[("datadistill distill mnist.npz --method dm --ipc 10 --out mnist-dm",
+                               "10 synthetic images per class by distribution matching"),
+                              ("datadistill distill data.csv --method dm --model mlp --iterations 500 --out dm",
+                               "tabular data: match through an MLP"),
+                              ("datadistill distill mnist.npz --method mtt --checkpoint mtt.ckpt --time-budget 1h "
+                               "--out mnist-mtt",
+                               "stop after an hour; rerun the same command to continue from the checkpoint")])
     _data_arguments(p)
     p.add_argument("--method", required=True, help="dm, dm-multilayer, dc, dsa, mtt, bptt or krr")
     p.add_argument("--ipc", type=int, default=10, help="synthetic samples per class (default 10)")
@@ -542,12 +684,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    _output_arguments(p)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("evaluate", help="train fresh models on full, random and distilled sets; report",
-                       description="For each method and size: select (or load --distilled sets), train a fresh "
-                                   "model with the full-data recipe, test on the real test split, over seeds; "
-                                   "write rows.jsonl, report.md/.json/.html and figures to --out.")
+
+def _evaluate_parser(sub) -> None:
+    p = _subcommand(sub, "evaluate", help="train fresh models on full, random and distilled sets; report",
+                    description="For each method and size: select (or load --distilled sets), train a fresh "
+                                "model with the full-data recipe, test on the real test split, over seeds; "
+                                "write rows.jsonl, report.md/.json/.html and figures to --out.",
+                    examples=[("datadistill evaluate mnist.npz --methods random,kcenter,entropy --ratios 0.01,0.1 "
+                               "--out ev", "three methods at 1% and 10%, 3 seeds each, against full data"),
+                              ("datadistill evaluate mnist.npz --methods kmeans --param kmeans.pca=50 --out ev",
+                               "selector options per method with --param METHOD.KEY=VALUE"),
+                              ("datadistill evaluate mnist.npz --distilled mnist-dm --protocol dc --json --out ev",
+                               "a saved set under the dataset-condensation protocol; the report as JSON on stdout")])
     _data_arguments(p)
     p.add_argument("--methods", default="random", help="comma-separated selection methods (default random)")
     p.add_argument("--ratios", default="0.01,0.05,0.1,0.2,0.5", help="comma-separated fractions in (0, 1]")
@@ -558,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same: every row with the --model recipe (default); dc: synthetic sets with the "
                         "dataset-condensation protocol (fresh ConvNets, SGD, 300 epochs, 1000 with DSA)")
     p.add_argument("--eval-models", type=int, default=5, help="--protocol dc: fresh models per architecture (5)")
+    p.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
+                   help="a selector parameter for one method, repeatable (e.g. --param kmeans.pca=50); checked "
+                        "before anything trains")
     p.add_argument("--eval-epochs", type=int,
                    help="--protocol dc: epochs (default 1000 with the set's DSA augmentation, 300 without)")
     p.add_argument("--architectures",
@@ -578,26 +732,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (rows, report, figures)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="re-render a run's tables and figures from its saved JSON")
+
+def _report_parser(sub) -> None:
+    p = _subcommand(sub, "report", help="re-render a run's tables and figures from its saved JSON",
+                    description="Re-render report.md, report.html and figures/ of an evaluate --out directory from "
+                                "its report.json (after an interrupted run, or with a newer datadistill).",
+                    examples=[("datadistill report eval-mnist", "rewrite eval-mnist/report.* and figures")])
     p.add_argument("dir", metavar="DIR", help="an evaluate --out directory")
+    _output_arguments(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("methods", help="list every method with what it does and its cost")
+
+def _methods_parser(sub) -> None:
+    p = _subcommand(sub, "methods", help="list every method with what it does and its cost",
+                    description="Every selection and distillation method and every model, with what it does and "
+                                "what it costs.",
+                    examples=[("datadistill methods", "the list as text"),
+                              ("datadistill methods --json", "the same as JSON (selection, synthesis, models)")])
+    _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("show", help="provenance and class histogram of a saved set")
+
+def _show_parser(sub) -> None:
+    p = _subcommand(sub, "show", help="provenance and class histogram of a saved set",
+                    description="Print a saved set's provenance (method, parameters, source path, train/test split, "
+                                "how its indices map to the source's rows, timings) and its class histogram.",
+                    examples=[("datadistill show mnist-kcenter", "what the set is and where its rows came from"),
+                              ("datadistill show mnist-kcenter --json", "the same as JSON, meta.json included")])
     p.add_argument("dir", metavar="DIR", help="a directory written by select or distill")
+    _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("demo", help="the two-class 2-D demo and a short evaluation on digits (~2 minutes)")
+
+def _demo_parser(sub) -> None:
+    p = _subcommand(sub, "demo", help="the two-class 2-D demo and a short evaluation on digits (~2 minutes)",
+                    description="Select points of a two-class 2-D set by several criteria and plot them, then "
+                                "evaluate a few selectors on scikit-learn's digits; figures and tables go to --out.",
+                    examples=[("datadistill demo", "everything in ./datadistill-demo"),
+                              ("datadistill demo --quick --out /tmp/demo", "smaller settings, a smoke test")])
     p.add_argument("--out", default="datadistill-demo", help="folder for figures and tables (default "
                                                               "./datadistill-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.add_argument("--quick", action="store_true", help="smaller settings (for a smoke test)")
+    _output_arguments(p)
     p.set_defaults(func=cmd_demo)
-    return parser
+
+
+def _exit_code(exc: BaseException) -> int:
+    """2 for what the command line got wrong, 3 for what the data or a saved set got wrong."""
+    return EXIT_DATA if isinstance(exc, (dd.DataError, dd.ArtifactError)) else EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,12 +795,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None:
             if args.threads < 1:
-                raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+                raise dd.ConfigError(f"--threads must be at least 1, got {args.threads}")
             import torch
 
             torch.set_num_threads(args.threads)
-        with warnings.catch_warnings():
-            warnings.simplefilter("default", DatadistillWarning)
+        with warnings.catch_warnings(), progress.silenced(getattr(args, "quiet", False)):
+            warnings.simplefilter("default", dd.DatadistillWarning)
             warnings.showwarning = _warning_printer(args.command)
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe (`| head -1`) fails here, inside this handler, not at exit
@@ -622,13 +808,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return EXIT_BROKEN_PIPE
-    except DatadistillError as exc:
+    except dd.DatadistillError as exc:
         print(f"datadistill {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _exit_code(exc)
     except KeyboardInterrupt:
         print(f"datadistill {args.command}: interrupted; finished output is kept (evaluate: rerun with --resume)",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug: show where, and exit 1 rather than as a usage error
+        traceback.print_exc()
+        print(f"datadistill {args.command}: error: unexpected {type(exc).__name__}: {exc} (a bug in datadistill: "
+              "please report it with the traceback above)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":
