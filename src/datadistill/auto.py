@@ -744,9 +744,9 @@ def auto(dataset: Dataset, *, max_drop: float = 1.0, model: str = "mlp", budget_
     dev = str(training.resolve_device(device))
     start = time.perf_counter()
     budget = None if budget_minutes is None else 60.0 * float(budget_minutes)
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
-    bar = tqdm(desc=f"auto ({search})", unit="model", disable=None if progress else True, leave=False)
+    bar = progress_bar(desc=f"auto ({search})", unit="model", enabled=progress, leave=False)
     try:
         s = _Search(dataset, model=model, methods=methods, method_params=method_params, soft=bool(soft_labels),
                     validation_fraction=validation_fraction, proxy_steps=proxy_steps, random_state=random_state,

@@ -491,9 +491,9 @@ def evaluate(
 
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
-        bar = tqdm(total=len(plan), desc=f"evaluate {dataset.name}", unit="row", disable=None)
+        bar = progress_bar(len(plan), desc=f"evaluate {dataset.name}", unit="row")
     notify = progress if callable(progress) else None
     images: list[dict] = []
 

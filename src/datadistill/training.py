@@ -161,9 +161,9 @@ def train(
     stop_reason = "budget"
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
-        bar = tqdm(total=epochs, desc=description, leave=False, disable=None)
+        bar = progress_bar(epochs, desc=description, leave=False)
     start = time.perf_counter()
     validation_seconds = 0.0
 
