@@ -44,9 +44,9 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
     c = int(first)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import bar as progress_bar
 
-        bar = tqdm(total=k, desc="k-center", leave=False, disable=None)
+        bar = progress_bar(k, desc="k-center", leave=False)
     csq = torch.empty(k, device=X.device, dtype=X.dtype)
     gen = rng if rng is not None else np.random.default_rng(0)
     for t in range(k):
