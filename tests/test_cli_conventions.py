@@ -3,6 +3,7 @@ provenance that maps a saved set back to the rows of the user's file."""
 
 import io
 import json
+import shlex
 import sys
 
 import numpy as np
@@ -60,6 +61,14 @@ def test_exit_codes_separate_usage_data_and_artifact_errors(tmp_path, csv_file, 
     code, _, err = run(["show", tmp_path], capsys)
     assert code == 3 and "not a datadistill set" in err  # ArtifactError
     assert "Traceback" not in err
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    for command in (["evaluate", csv_file, "--ratios", "0.5"], ["auto", csv_file], ["select", csv_file, "--method",
+                                                                                      "random", "--size", "3"]):
+        code, _, err = run([*command, "--out", taken], capsys)  # an existing --out: fix the command line
+        assert code == 2 and "already exists" in err and "--overwrite" in err and not loaded(err), command
+    assert (taken / "notes.txt").read_text() == "mine"
 
 
 def test_interrupt_exits_130_and_a_bug_exits_1_with_its_traceback(monkeypatch, capsys):
@@ -203,6 +212,11 @@ def test_every_subcommand_help_has_examples():
         text = sub.format_help()
         assert "examples:" in text and f"datadistill {name}" in text.split("examples:")[1], name
         assert max(len(line) for line in text.split("examples:")[0].splitlines()) <= 120, name  # wrapped
+        commands = [line.strip() for line in text.split("examples:")[1].splitlines()
+                    if line.startswith("  datadistill ")]
+        for command in commands:  # every example is a valid command line
+            args = parser.parse_args(shlex.split(command)[1:])
+            assert args.command == name
 
 
 # --- provenance -----------------------------------------------------------------------------------

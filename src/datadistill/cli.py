@@ -187,10 +187,20 @@ def _warning_printer(command: str):
     return show
 
 
+def _refuse_existing(out: str | None, overwrite: bool, *, empty_ok: bool = False,
+                     hint: str = "pass --overwrite") -> None:
+    """An existing --out without --overwrite is a usage error (exit 2), refused before any work."""
+    target = Path(out) if out else None
+    if target is None or overwrite or not target.exists():
+        return
+    if empty_ok and target.is_dir() and not any(target.iterdir()):
+        return
+    raise dd.ConfigError(f"{out}: already exists; choose another --out, or {hint}")
+
+
 def _check_out(out: str | None, overwrite: bool) -> None:
     _check_location(out, "--out")
-    if out and Path(out).exists() and not overwrite:
-        raise dd.ConfigError(f"{out}: already exists; choose another --out, or pass --overwrite")
+    _refuse_existing(out, overwrite)
     if out:
         dd.DistilledSet.check_target(out, overwrite=overwrite)  # --overwrite replaces only a set datadistill wrote
 
@@ -248,7 +258,10 @@ def cmd_select(args) -> int:
         check = dd.check_against_random(dataset, selector.indices_, model=args.check, random_state=args.seed,
                                         method=args.method, device=args.device)
         result.meta["check"] = check.to_dict()
-        _info(args, check.message())
+        if check.worse:  # a warning shows under --quiet too
+            print(check.message(), file=sys.stderr)
+        else:
+            _info(args, check.message())
     result.save(args.out, overwrite=args.overwrite)
     if args.json:
         _print_json({"command": "select", "out": str(args.out), "method": args.method, "kept": len(result),
@@ -272,6 +285,7 @@ def cmd_auto(args) -> int:
                "proxy_steps": args.proxy_steps, "verify_seeds": args.verify_seeds, "random_state": args.seed}
     check_options(**options)  # before a large file is read
     _check_location(args.out, "--out")
+    _refuse_existing(args.out, args.overwrite, empty_ok=True)
     check_out(Path(args.out), args.overwrite)
     recipe = None
     if args.verify_steps is not None:
@@ -437,6 +451,8 @@ def cmd_evaluate(args) -> int:
     for directory in args.distilled or ():
         _open_set(directory)  # a damaged set is refused in one line before anything loads or trains
     _check_location(args.out, "--out")
+    _refuse_existing(args.out, args.overwrite or args.resume, empty_ok=True,
+                     hint="pass --resume to continue that run or --overwrite to replace it")
     dataset = _load(args)
     report = dd.evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
                          distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
