@@ -173,12 +173,12 @@ def test_dbscan_drops_planted_outliers_when_asked():
     y = np.zeros(len(X), dtype=int)
     y[::2] = 1
     ds = Dataset.create(X, y, name="planted")
-    s = get_selector("dbscan", size=40, per_class=None, noise="drop").fit(ds)
+    s = get_selector("dbscan", size=40, per_class=None, noise="drop", drop_misclassified=False).fit(ds)
     assert len(s.indices_) == 40
     assert not np.isin(np.arange(400, 405), s.indices_).any()
     assert s.noise_used_ == 0 and s.n_clusters_ == [2]
     assert s.weights_.sum() == pytest.approx(400)
-    full = get_selector("dbscan", size=403, per_class=None, eps=1.0, noise="drop").fit(ds)
+    full = get_selector("dbscan", size=403, per_class=None, eps=1.0, noise="drop", drop_misclassified=False).fit(ds)
     assert len(full.indices_) == 403 and full.noise_used_ >= 3
 
 

@@ -259,3 +259,18 @@ def test_auto_steps_past_sizes_the_calibrated_proxies_cannot_rescue():
     assert _calibrated_next(recs[100], {"drop": 5.0}, [200, 400, 800], best_at, 1.0)["size"] == 800
     # a verification no worse than predicted: the next size, as before
     assert _calibrated_next(recs[100], {"drop": 0.1}, [200, 400], best_at, 0.4)["size"] == 200
+
+
+@pytest.mark.parametrize("method", ["kcenter", "herding", "kmeans"])
+def test_geometric_selectors_leave_probe_misclassified_rows_out_by_default(method, noisy_blobs):
+    ds, flip = noisy_blobs
+    params = {"size": 100, "random_state": 0, "probe_params": {"min_steps": 60}}
+    clean = get_selector(method, **params).fit(ds)
+    raw = get_selector(method, **params, drop_misclassified=False).fit(ds)
+    assert clean.drop_misclassified and 0.1 < clean.probe_error_ < 0.35  # about the 20% flipped, found by the probe
+    share = lambda sel: float(flip[sel.indices_].mean())  # noqa: E731
+    assert share(clean) < 0.05 < share(raw)  # flipped labels stay out of the coverage set
+    assert len(clean.indices_) == len(raw.indices_) == 100
+    # a budget larger than the correctly classified rows of a class falls back to the whole pool
+    big = get_selector(method, size=900, random_state=0, probe_params={"min_steps": 60}).fit(ds)
+    assert len(big.indices_) == 900

@@ -81,12 +81,13 @@ class DBSCANSelector(FeatureSelector):
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
-                 temperature=4.0,
+                 temperature=4.0, drop_misclassified=True,
                  eps: float | None = None, min_samples: int = 5,
                  max_points: int = 20_000, representatives: str = "sample", noise: str = "stratum"):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
-                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature,
+                         drop_misclassified=drop_misclassified)
         self.eps = eps
         self.min_samples = min_samples
         self.max_points = max_points

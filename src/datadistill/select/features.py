@@ -63,12 +63,18 @@ class FeatureSelector(Selector):
         device: "auto" (CUDA when present), "cpu" or "cuda" for the method's tensor work.
         soft_labels, temperature: store the embedding probe's class probabilities at ``temperature`` with the
             selected set (needs ``features="embedding"``).
+        drop_misclassified: leave out the rows a probe misclassifies (as long as enough rows remain in the
+            pool). A coverage set keeps about one row per region, so a wrong label there has no neighbours to
+            outvote it, and label noise hurts a coverage set more than a random one (k-center lost 3.9 points
+            to random on MNIST with 20% of the labels flipped, at 1%). The probe is the one the score
+            selectors train (an MLP for ``epochs`` on the data, shared with them inside ``reuse_probes``), or
+            the embedding probe when ``features="embedding"``. False: every row is a candidate, no probe.
     """
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features: str = "raw",
                  pca: int | None = None, model: str = "mlp", epochs: int = 5, device: str = "auto",
                  probe_params: dict | None = None, min_per_class: int = 0, soft_labels: bool = False,
-                 temperature: float = 4.0):
+                 temperature: float = 4.0, drop_misclassified: bool = True):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class)
         self.features = features
         self.pca = pca
@@ -78,6 +84,7 @@ class FeatureSelector(Selector):
         self.probe_params = probe_params
         self.soft_labels = soft_labels
         self.temperature = temperature
+        self.drop_misclassified = drop_misclassified
 
     def check_params(self) -> None:
         super().check_params()
@@ -94,6 +101,33 @@ class FeatureSelector(Selector):
         (self.features_, self.probe_logits_), self.reused_seconds_ = memoized(dataset.fingerprint, "features", settings, lambda: sample_features(
             dataset, features=self.features, pca=self.pca, model=self.model, epochs=self.epochs, seed=seed,
             device=self.device_, probe_params=self.probe_params, return_logits=True))
+        self.wrong_ = None
+        if self.drop_misclassified:
+            logits = self.probe_logits_
+            if logits is None:
+                logits, saved = self._probe_logits(dataset, seed)
+                self.reused_seconds_ += saved
+            self.wrong_ = logits.argmax(axis=1) != dataset.y
+            self.probe_error_ = float(self.wrong_.mean())
+
+    def _probe_logits(self, dataset: Dataset, seed: int) -> tuple[np.ndarray, float]:
+        """A probe's logits on the training rows: the score selectors' probe (shared with them when memoized)."""
+        from ..scores import score_with_logits
+
+        probe = {"score": "entropy", "model": self.model, "epochs": self.epochs, "seeds": [seed],
+                 "device": self.device, **(self.probe_params or {})}
+        (_, logits), saved = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
+            dataset, "entropy", model=self.model, epochs=self.epochs, seeds=(seed,), device=self.device,
+            **(self.probe_params or {})))
+        return logits, saved
+
+    def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Leave the probe-misclassified rows out of the pool while at least ``k`` others remain."""
+        if self.wrong_ is not None:
+            right = pool[~self.wrong_[pool]]
+            if len(right) >= k:
+                pool = right
+        return super()._select_part(pool, k, seed)
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:
         """The pool's features as a float32 tensor on the method's device."""
