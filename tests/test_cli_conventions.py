@@ -195,6 +195,8 @@ def test_distill_bar_follows_the_terminal_and_quiet(tmp_path, csv_file, capsys, 
             "--device", "cpu"]
     code, _, err = run([*args, "--out", tmp_path / "a"], capsys)
     assert code == 0 and "distill dm" not in err and "\r" not in err  # stderr is not a terminal here
+    prov = DistilledSet.open(tmp_path / "a").meta["provenance"]  # a synthetic set records its source and split
+    assert prov["source"] == str(csv_file.resolve()) and prov["split"]["n_train"] == 96 and "row_ids" not in prov
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     code, _, err = run([*args, "--out", tmp_path / "b"], capsys)
     assert code == 0 and "distill dm" in err
@@ -264,6 +266,8 @@ def test_subset_and_split_compose_row_ids():
     sub = split.subset([4, 0, 7])
     np.testing.assert_array_equal(sub.source_rows, split.source_rows[[4, 0, 7]])
     np.testing.assert_array_equal(ds.X[sub.source_rows], sub.X)
+    prov = split.provenance()  # arrays from memory: no path to make absolute
+    assert prov["source"] == "d" and prov["split"]["random_state"] == 3 and prov["split"]["n_train"] == 40
 
 
 def test_set_without_provenance_still_opens_and_shows(saved, capsys):

@@ -251,8 +251,8 @@ class Dataset:
         """Where the training samples came from: source path and format, and the train/test split."""
         info = self.info
         source = str(info.get("source") or self.name)
-        builtin = info.get("format") == "builtin" or "source" not in info
-        out = {"name": self.name, "source": source if builtin else os.path.abspath(source),
+        on_disk = info.get("format") != "builtin" and "source" in info and os.path.exists(source)
+        out = {"name": self.name, "source": os.path.abspath(source) if on_disk else source,
                "format": info.get("format")}
         out.update({k: info[k] for k in ("label", "delimiter") if k in info})
         split = info.get("split")
