@@ -2,8 +2,8 @@
 lazy greedy (Minoux 1978), which returns the same set as plain greedy and so keeps its (1 - 1/e)
 guarantee (Nemhauser, Wolsey & Fisher 1978).
 
-Similarities are kept only between each sample and its ``n_neighbors`` nearest neighbours (scikit-learn
-NearestNeighbors), sim = exp(-d^2 / (2 sigma^2)) with sigma the median neighbour distance, and
+Similarities are kept only between each sample and its ``n_neighbors`` nearest neighbours
+(:func:`datadistill.neighbors.knn`: exact search for small pools, a faiss index above), sim = exp(-d^2 / (2 sigma^2)) with sigma the median neighbour distance, and
 sim(i, i) = 1; memory is O(N·n_neighbors), never N x N.
 """
 
@@ -18,18 +18,25 @@ from .base import register
 from .features import FeatureSelector
 
 
-def knn_similarity(Z: np.ndarray, n_neighbors: int = 20) -> sp.csc_matrix:
-    """Sparse (N, N) similarity W[i, j] = sim(i, j) for j among i's nearest neighbours (and j = i), as CSC."""
-    from sklearn.neighbors import NearestNeighbors
+def knn_similarity(Z: np.ndarray, n_neighbors: int = 20, *, backend: str = "auto",
+                   random_state: int = 0) -> sp.csc_matrix:
+    """Sparse (N, N) similarity W[i, j] = sim(i, j) for j among i's nearest neighbours (and j = i), as CSC.
+
+    ``backend``: the kNN search (see :func:`datadistill.neighbors.knn`); neighbours an approximate search
+    missed are simply absent.
+    """
+    from ..neighbors import knn
 
     n = len(Z)
     kk = min(n_neighbors + 1, n)
-    dist, idx = NearestNeighbors(n_neighbors=kk).fit(Z).kneighbors(Z)
-    positive = dist[:, 1:][dist[:, 1:] > 0]
+    dist, idx = knn(Z, kk, backend=backend, random_state=random_state)
+    rest = dist[:, 1:]
+    positive = rest[(rest > 0) & np.isfinite(rest)]
     sigma = float(np.median(positive)) if positive.size else 1.0
-    sim = np.exp(-(dist.astype(np.float64) ** 2) / (2 * sigma**2))
-    rows = np.repeat(np.arange(n), kk)
-    W = sp.csr_matrix((sim.ravel(), (rows, idx.ravel())), shape=(n, n))
+    found = idx >= 0
+    sim = np.exp(-(dist[found].astype(np.float64) ** 2) / (2 * sigma**2))
+    rows = np.repeat(np.arange(n), kk).reshape(n, kk)[found]
+    W = sp.csr_matrix((sim, (rows, idx[found])), shape=(n, n))
     W = W.maximum(sp.identity(n, format="csr"))
     return W.tocsc()
 
@@ -91,7 +98,8 @@ def facility_location_value(W: sp.csc_matrix, S) -> float:
 class FacilityLocationSelector(FeatureSelector):
     """Facility location: kept samples that together are most similar to every sample (lazy greedy).
 
-    Args (besides the feature-space ones): ``n_neighbors`` (similarities kept per sample).
+    Args (besides the feature-space ones): ``n_neighbors`` (similarities kept per sample), ``knn_backend``
+    ("auto", "exact", "ivf", "hnsw": the neighbour search, see :mod:`datadistill.neighbors`).
     Fitted: ``gains_`` (marginal gains in pick order, per pool), ``objective_`` (f(S) per pool);
     ``weights_``: how many samples each kept one is the most similar kept sample of (at least 1).
     """
@@ -102,19 +110,22 @@ class FacilityLocationSelector(FeatureSelector):
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
-                 temperature=4.0,
-                 n_neighbors: int = 20):
+                 temperature=4.0, drop_misclassified=True,
+                 n_neighbors: int = 20, knn_backend: str = "auto"):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
-                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature,
+                         drop_misclassified=drop_misclassified)
         self.n_neighbors = n_neighbors
+        self.knn_backend = knn_backend
 
     def _prepare(self, dataset, rng):
         super()._prepare(dataset, rng)
         self.gains_, self.objective_ = [], []
 
     def _select_pool(self, pool, k, rng):
-        W = knn_similarity(self.features_[pool], int(self.n_neighbors))
+        W = knn_similarity(self.features_[pool], int(self.n_neighbors), backend=self.knn_backend,
+                           random_state=int(rng.integers(2**31)))
         chosen, gains, counts = facility_location_greedy(W, k, rng)
         self.gains_.append(gains)
         self.objective_.append(float(gains.sum()))
