@@ -2,8 +2,13 @@
 A Core-Set Approach", ICLR 2018): repeatedly add the point farthest from the chosen centres.
 
 The covering radius is within a factor 2 of the optimum. Cost O(N·k·d) time at worst, O(N + k·d) extra memory:
-only the running minimum distance and its owner are kept, never a k x N matrix. Rows that the triangle
-inequality proves unaffected by a new centre are skipped, so late iterations touch few rows.
+only the running minimum distance and its owner are kept, never a k x N matrix.
+
+The per-centre work is one streaming pass over X in float32 row tiles (a matrix-vector product per tile, fused
+with the running-minimum update and the tile's share of the D² mass), so the cost per centre is bounded by
+reading X once from memory; Python runs once per tile and per centre, never per row. Rows that the triangle
+inequality proves unaffected by a new centre are skipped (late iterations on low-dimensional data touch few
+rows); on high-dimensional data the bound rarely prunes, so it is tried less often while it does not pay.
 """
 
 from __future__ import annotations
@@ -15,9 +20,36 @@ from ..errors import ConfigError
 from .base import register
 from .features import FeatureSelector
 
+TILE_BYTES = 1 << 24  # rows of X per tile on CPU: 16 MB, so the tile's small vectors stay in cache
+
+
+def tile_rows(n: int, dim: int, device: torch.device) -> int:
+    """Rows per streaming tile: all of them on a GPU (one launch per step), ~16 MB of X on a CPU."""
+    if device.type != "cpu":
+        return max(1, n)
+    return max(1024, TILE_BYTES // (4 * max(1, dim)))
+
+
+def feature_major(rows, tile: int, device: torch.device | str = "cpu", index: np.ndarray | None = None
+                  ) -> torch.Tensor:
+    """The (d, N) float32 transpose of an (N, d) array or tensor (of ``rows[index]`` when given), copied tile by
+    tile (no second N x d temporary).
+
+    A matrix-vector product streams a feature-major X at the memory's read rate on CPU; the row-major product
+    goes through a transposed gemv that runs ~3x slower there.
+    """
+    n = len(rows) if index is None else len(index)
+    dim = rows.shape[1]
+    XT = torch.empty((dim, n), dtype=torch.float32, device=device)
+    for s in range(0, n, tile):
+        part = rows[s:s + tile] if index is None else rows[index[s:s + tile]]
+        XT[:, s:s + tile].copy_(torch.as_tensor(part).t())
+    return XT
+
 
 def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = False, trim: float = 0.0,
-                   rng: np.random.Generator | None = None, d2: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+                   rng: np.random.Generator | None = None, d2: bool = False,
+                   tile: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Greedy k-center on the rows of ``X``; returns (centres in selection order, cell sizes, radius).
 
     Args:
@@ -34,50 +66,87 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
             (D² sampling, the k-means++ seeding of Arthur & Vassilvitskii, 2007) instead of taking the
             farthest: isolated rows are likelier than dense ones one by one, but a dense region as a whole
             gets its share, so the picks follow the data's density while still covering it.
+        tile: rows per streaming tile (default: ~16 MB of X on CPU, all rows on a GPU).
     """
-    n = len(X)
-    sqn = (X * X).sum(dim=1)
-    mind = torch.full((n,), float("inf"), device=X.device, dtype=X.dtype)
-    owner = torch.zeros(n, dtype=torch.long, device=X.device)
-    chosen = torch.empty(k, dtype=torch.long, device=X.device)
-    C = torch.empty((k, X.shape[1]), device=X.device, dtype=X.dtype)
+    n, dim = X.shape
+    tile = int(tile) if tile else tile_rows(n, dim, X.device)
+    return kcenter_columns(X.t().contiguous(), k, first=first, progress=progress, trim=trim,
+                           rng=rng, d2=d2, tile=tile)
+
+
+def kcenter_columns(XT: torch.Tensor, k: int, *, first: int = 0, progress: bool = False, trim: float = 0.0,
+                    rng: np.random.Generator | None = None, d2: bool = False,
+                    tile: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`kcenter_greedy` on a feature-major (d, N) tensor ``XT`` (see :func:`feature_major`); same result."""
+    dim, n = XT.shape
+    dev = XT.device
+    tile = int(tile) if tile else tile_rows(n, dim, dev)
+    spans = [(s, min(s + tile, n)) for s in range(0, n, tile)]
+    sqn = torch.cat([torch.einsum("ij,ij->j", XT[:, s:e], XT[:, s:e]) for s, e in spans])
+    mind = torch.full((n,), float("inf"), device=dev, dtype=XT.dtype)
+    owner = torch.zeros(n, dtype=torch.int32, device=dev)
+    mass = torch.zeros(len(spans), dtype=torch.float64, device=dev)  # per-tile sum of mind, for D² draws
+    chosen = torch.empty(k, dtype=torch.long, device=dev)
+    C = torch.empty((k, dim), device=dev, dtype=XT.dtype)
+    csq = torch.empty(k, device=dev, dtype=XT.dtype)
     c = int(first)
     bar = None
     if progress:
         from ..progress import bar as progress_bar
 
         bar = progress_bar(k, desc="k-center", leave=False)
-    csq = torch.empty(k, device=X.device, dtype=X.dtype)
     gen = rng if rng is not None else np.random.default_rng(0)
+    gap, wait = 1, 0  # the pruning test is skipped for ``wait`` centres after it failed to prune
     for t in range(k):
         chosen[t] = c
-        x = X[c]
+        x = XT[:, c].contiguous()
         C[t] = x
         csq[t] = sqn[c]
+        xs = sqn[c]
         rows = None
-        if t > 0:
+        if t > 0 and wait == 0:
             # Triangle inequality: if ||c - o|| >= 2 * dist(x, o) for x's current centre o, then
             # dist(x, c) >= dist(x, o) and x cannot move; only the remaining rows need measuring.
-            dc = csq[:t] + sqn[c] - 2.0 * (C[:t] @ x)
-            rows = torch.nonzero(dc[owner] < 4.0 * mind * (1 + 1e-4) + 1e-12).squeeze(1)
-            if len(rows) > n // 4:  # a gather costs more than the full product beyond this point
-                rows = None
+            dc = csq[:t] + xs - 2.0 * (C[:t] @ x)
+            mask = dc[owner] < 4.0 * mind * (1 + 1e-4) + 1e-12
+            # a column gather reads d scattered cache lines per row: it beats the streaming pass only for few rows
+            if int(mask.sum()) <= n // 32:
+                rows = torch.nonzero(mask).squeeze(1)
+                gap = 1
+            else:
+                gap = min(64, 2 * gap)
+                wait = gap
+        elif wait > 0:
+            wait -= 1
         if rows is None:
-            d = torch.addmv(sqn + sqn[c], X, x, alpha=-2.0).clamp_(min=0)
+            for j, (s, e) in enumerate(spans):
+                d = torch.addmv(sqn[s:e] + xs, XT[:, s:e].t(), x, alpha=-2.0).clamp_(min=0)
+                m = mind[s:e]
+                closer = d < m
+                torch.where(closer, d, m, out=m)
+                owner[s:e].masked_fill_(closer, t)
+                if d2:
+                    mass[j] = m.sum(dtype=torch.float64)
         else:
-            d = torch.addmv(sqn[rows] + sqn[c], X[rows], x, alpha=-2.0).clamp_(min=0)
-        closer = d < (mind if rows is None else mind[rows])
-        upd = torch.nonzero(closer).squeeze(1) if rows is None else rows[closer]
-        mind[upd] = d[closer]
-        owner[upd] = t
+            for s in range(0, len(rows), tile):
+                r = rows[s:s + tile]
+                d = torch.addmv(sqn[r] + xs, XT[:, r].t(), x, alpha=-2.0).clamp_(min=0)
+                m = mind[r]
+                closer = d < m
+                upd = r[closer]
+                mind[upd] = d[closer]
+                owner[upd] = t
+                if d2:
+                    mass.index_add_(0, torch.div(upd, tile, rounding_mode="floor"),
+                                    (d[closer] - m[closer]).to(torch.float64))
+        if d2:
+            mass[c // tile] -= float(mind[c])
         mind[c] = 0.0
         owner[c] = t
         if t + 1 == k:
             break
         if d2:
-            w = mind.double().cpu().numpy()
-            total = w.sum()
-            c = int(gen.choice(n, p=w / total)) if total > 0 else int(torch.argmax(mind))
+            c = draw_d2(mind, mass, spans, gen)
         elif trim > 0:
             rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
             target = torch.kthvalue(mind, rank).values
@@ -93,15 +162,37 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
             taken[chosen[:t + 1].cpu().numpy()] = True
             rest = np.flatnonzero(~taken)
             extra = gen.choice(rest, size=k - t - 1, replace=False)
-            chosen[t + 1:] = torch.as_tensor(extra, device=X.device)
+            chosen[t + 1:] = torch.as_tensor(extra, device=dev)
             break
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    sizes = torch.bincount(owner, minlength=k).cpu().numpy().astype(np.float64)
+    sizes = torch.bincount(owner.long(), minlength=k).cpu().numpy().astype(np.float64)
     sizes[sizes == 0] = 1.0  # fill-up duplicates stand for themselves
     return chosen.cpu().numpy(), sizes, float(mind.max().clamp(min=0).sqrt())
+
+
+def draw_d2(mind: torch.Tensor, mass: torch.Tensor, spans: list[tuple[int, int]], gen: np.random.Generator) -> int:
+    """A row drawn with probability mind / sum(mind): a tile by its mass, then a row inside it (O(N/tile + tile))."""
+    cum = torch.cumsum(mass.clamp(min=0), 0).cpu().numpy()
+    total = float(cum[-1])
+    if not total > 0:
+        return int(torch.argmax(mind))
+    u = gen.random() * total
+    j = min(int(np.searchsorted(cum, u, side="right")), len(cum) - 1)
+    s, e = spans[j]
+    local = torch.cumsum(mind[s:e].to(torch.float64), 0)
+    below = float(cum[j - 1]) if j else 0.0
+    share = float(local[-1])
+    if not share > 0:
+        return int(torch.argmax(mind))
+    target = torch.tensor([(u - below) / max(float(mass[j]), 1e-300) * share], dtype=torch.float64,
+                          device=local.device)  # the stored tile mass may have drifted from the exact sum
+    i = min(int(torch.searchsorted(local, target, right=True)), e - s - 1)
+    if float(mind[s + i]) <= 0:
+        return int(torch.argmax(mind))
+    return s + i
 
 
 def auto_trim(keep_fraction: float) -> float:
@@ -128,10 +219,12 @@ class KCenterSelector(FeatureSelector):
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0,
-                 soft_labels=False, temperature=4.0, trim: float | str = 0.0, sampling: str = "d2"):
+                 soft_labels=False, temperature=4.0, drop_misclassified=True, trim: float | str = 0.0,
+                 sampling: str = "d2"):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
-                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature,
+                         drop_misclassified=drop_misclassified)
         self.trim = trim
         self.sampling = sampling
 
@@ -151,10 +244,11 @@ class KCenterSelector(FeatureSelector):
         self.radius_ = []
 
     def _select_pool(self, pool, k, rng):
-        X = self._tensor(pool)
+        tile = tile_rows(len(pool), self.features_.shape[1], self.device_)
+        XT = feature_major(self.features_, tile, self.device_, index=pool)  # no row-major copy of the pool
         first = int(rng.integers(len(pool)))
         trim = auto_trim(k / len(pool)) if self.trim == "auto" else float(self.trim)
-        chosen, sizes, radius = kcenter_greedy(X, k, first=first, progress=len(pool) * k > 5e7, trim=trim, rng=rng,
-                                               d2=self.sampling == "d2")
+        chosen, sizes, radius = kcenter_columns(XT, k, first=first, progress=len(pool) * k > 5e7, trim=trim,
+                                                rng=rng, d2=self.sampling == "d2", tile=tile)
         self.radius_.append(radius)
         return pool[chosen], sizes
