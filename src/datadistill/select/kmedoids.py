@@ -1,24 +1,27 @@
 """k-medoids: choose k real samples minimising the sum of distances from every sample to its nearest one.
 
-Initialisation: PAM's greedy BUILD when the distance matrix is stored, and greedy k-medoids++ (D-sampling
-with several trials per step, keeping the trial that lowers the objective most; Arthur & Vassilvitskii
-2007). Improvement: eager swaps as in FasterPAM (Schubert & Rousseeuw, "Fast and eager k-medoids
-clustering", 2021): for a candidate c, the change of swapping out medoid i is shared(c) + per_i(c),
-computed for all i at once from each sample's nearest and second-nearest medoid distances; the first
-improving swap is applied at once, and passes repeat until none improves (a swap local optimum).
+Two engines, both built on FasterPAM (Schubert & Rousseeuw, "Fast and eager k-medoids clustering", 2021), the
+compiled implementation of the ``kmedoids`` package:
 
-Two regimes: pools of at most ``max_matrix`` samples use the full dissimilarity matrix (N^2 floats of
-memory, e.g. 576 MB at 12,000) and swap over every sample, from ``n_init`` seedings (BUILD, then
-k-medoids++) followed by ``n_perturb`` rounds of iterated local search (replace a few medoids, swap to a
-local optimum again, keep the result if it is better); larger pools use alternating (Voronoi) iteration
-with chunked distances, then the same eager swaps with candidates drawn from a seeded subsample.
-Distances are computed in float64 (stored as float32): float32 cdist is off by ~1e-3, which is as much as
-the swap gains near a local optimum.
+- matrix (pools of at most ``max_matrix`` samples): the N x N distance matrix (float64 up to 8,192 samples,
+  float32 above: 1.6 GB at 20,000), FasterPAM from BUILD (when N^2·k is small) or greedy k-medoids++ seeding
+  (Arthur & Vassilvitskii 2007), then ``n_perturb`` rounds of iterated local search (replace a share of the
+  best medoids, run FasterPAM again from there, keep the result if it is better). Every result is a swap
+  local optimum of the stored matrix.
+- sampled (CLARA, Kaufman & Rousseeuw 1990, with FasterPAM inside as in Schubert & Rousseeuw 2021): FasterPAM
+  on ``n_samples`` seeded subsamples (each holding the best medoids so far), every sample's medoids scored on
+  the whole pool, the best kept; then alternating medoid updates (each cluster's medoid becomes its member of
+  least summed distance to the others) on the whole pool, which never raise the objective. Memory stays
+  O(N·d + sample^2), never N x N.
+
+Distances are computed in float64: float32 cancellation errors (~1e-3 on MNIST-scale data) are as large as the
+swap gains near a local optimum.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -41,15 +44,11 @@ def pairwise(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 class _Distances:
     """Rows of the dissimilarity matrix, either stored (small pools) or computed on demand in chunks."""
 
-    def __init__(self, X: torch.Tensor, stored: bool, block: int = 1 << 24):
+    def __init__(self, X: torch.Tensor, D: torch.Tensor | None = None, block: int = 1 << 24):
         self.X = X
         self.n = len(X)
         self.block = block
-        self.D = None
-        if stored:
-            step = max(1, (block // 2) // self.n)
-            self.D = torch.cat([pairwise(X[i:i + step], X) for i in range(0, self.n, step)])
-            self.D.fill_diagonal_(0.0)
+        self.D = D
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         if self.D is not None:
@@ -119,69 +118,6 @@ def kmedoids_pp(dist: _Distances, k: int, rng: np.random.Generator, start: torch
         dn = torch.minimum(dn, R[b])
         dn[int(cands[b])] = 0.0
     return torch.as_tensor(medoids, device=dev)
-
-
-def greedy_build(D: torch.Tensor, k: int) -> torch.Tensor:
-    """PAM's BUILD (Kaufman & Rousseeuw 1990) on a stored distance matrix: add, k times, the sample that lowers
-    the objective most. Gains are updated only through the samples whose nearest distance changed."""
-    n = len(D)
-    first = int(torch.argmin(D.double().sum(dim=1)))
-    medoids = [first]
-    dn = D[first].clone()
-    gain = torch.zeros(n, dtype=torch.float64, device=D.device)
-    step = max(1, (1 << 24) // n)
-    for i in range(0, n, step):
-        gain[i:i + step] = (dn - D[i:i + step]).clamp(min=0).double().sum(dim=1)
-    taken = torch.zeros(n, dtype=torch.bool, device=D.device)
-    taken[first] = True
-    for _ in range(1, k):
-        c = int(torch.argmax(gain.masked_fill(taken, -1.0)))
-        medoids.append(c)
-        taken[c] = True
-        new = torch.minimum(dn, D[c])
-        changed = torch.nonzero(new < dn).squeeze(1)
-        if len(changed):
-            cols = D[changed]  # symmetric: rows of the changed samples = their columns
-            old_part = (dn[changed, None] - cols).clamp(min=0)
-            new_part = (new[changed, None] - cols).clamp(min=0)
-            gain -= (old_part - new_part).double().sum(dim=0)
-        dn = new
-    return torch.as_tensor(medoids, device=D.device)
-
-
-def voronoi_iteration(dist: _Distances, medoids: torch.Tensor, rng: np.random.Generator, *, max_iter: int = 10,
-                      max_candidates: int = 500) -> torch.Tensor:
-    """Alternate: assign samples to their nearest medoid, then move each medoid to its cluster's medoid.
-
-    The new medoid is the member (of at most ``max_candidates`` seeded candidates, the current medoid
-    always included) with the least summed distance to all members of the cluster.
-    """
-    medoids = medoids.clone()
-    X = dist.X
-    for _ in range(max_iter):
-        near, _, _, _ = dist.top2(torch.arange(dist.n, device=X.device), medoids)
-        changed = False
-        order = torch.argsort(near, stable=True)
-        counts = torch.bincount(near, minlength=len(medoids)).cpu().numpy()
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for j in range(len(medoids)):
-            members = order[starts[j]:starts[j + 1]]
-            if len(members) <= 1:
-                continue
-            cand = members
-            if len(members) > max_candidates:
-                pick = rng.choice(len(members), size=max_candidates - 1, replace=False)
-                cand = torch.unique(torch.cat([members[torch.as_tensor(pick, device=X.device)], medoids[j:j + 1]]))
-            step = max(1, (dist.block // 2) // len(members))
-            cost = torch.cat([pairwise(X[cand[i:i + step]], X[members]).double().sum(dim=1)
-                              for i in range(0, len(cand), step)])
-            best = cand[int(torch.argmin(cost))]
-            if int(best) != int(medoids[j]):
-                medoids[j] = best
-                changed = True
-        if not changed:
-            break
-    return medoids
 
 
 def eager_swap(dist: _Distances, medoids: torch.Tensor, candidates: torch.Tensor | None = None, *,
@@ -274,71 +210,194 @@ def perturb(dist: _Distances, medoids: torch.Tensor, r: int, rng: np.random.Gene
     return kmedoids_pp(dist, k, rng, start=medoids[keep], trials=1)
 
 
-def kmedoids(X: torch.Tensor, k: int, rng: np.random.Generator, *, max_matrix: int = 12_000,
-             max_passes: int = 100, swap_candidates: int = 2000, n_init: int = 1, n_perturb: int = 12,
-             perturb_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray, float]:
-    """k-medoids of the rows of ``X``; returns (medoid rows, cluster sizes, objective = sum of distances).
+BUILD_WORK = 2e9  # largest N^2·k for which FasterPAM starts from BUILD (it costs O(N^2·k))
 
-    Pools of at most ``max_matrix`` samples store the distance matrix and search in two stages, each local
-    search being eager swaps over every sample until no swap lowers the objective (a swap local optimum):
 
-    1. ``n_init`` local searches, the first seeded by greedy BUILD, the others by greedy k-medoids++;
-    2. ``n_perturb`` rounds of iterated local search from the best solution so far: replace a random
-       ``perturb_fraction`` of its medoids (at least 2) by k-medoids++ draws, search again, and keep the
-       result if its objective is lower.
-
-    The result is therefore a swap local optimum no worse than the best of the ``n_init`` searches. The
-    samples are visited in a seeded random order (the pool is permuted once), so the result depends only on
-    ``rng``. Larger pools use Voronoi iteration with chunked distances, then eager swaps over a seeded
-    subsample of ``swap_candidates`` for at most 2 passes.
-
-    Args:
-        X: (N, d) float tensor on any device.
-        k: number of medoids.
-        rng: seeded generator (sample order, seedings, perturbations, candidate subsample).
-        max_matrix: largest N for which the N x N distance matrix is stored and every sample is a swap candidate.
-        max_passes: cap on full passes of eager swaps in one local search.
-        swap_candidates: candidates for the swap stage of large pools (seeded subsample).
-        n_init: independent local searches (stored matrix only).
-        n_perturb: iterated-local-search rounds (stored matrix only; 0 turns them off).
-        perturb_fraction: share of the medoids replaced in each round.
-    """
+def dissimilarity_matrix(X: torch.Tensor) -> np.ndarray:
+    """Euclidean distance matrix of the rows of ``X``: float64 arithmetic in row blocks, stored as float64 up to
+    8,192 rows and float32 above (half the memory; rounding 6e-8 relative, far below the swap gains)."""
     n = len(X)
-    dev = X.device
-    if not 1 <= k <= n:
-        raise ValueError(f"k-medoids: k must be in [1, {n}], got {k}")
-    stored = n <= max_matrix
-    everyone = torch.arange(n, device=dev)
-    if not stored:
-        dist = _Distances(X, False)
-        medoids = voronoi_iteration(dist, kmedoids_pp(dist, k, rng), rng)
-        candidates = torch.as_tensor(rng.choice(n, size=min(n, swap_candidates), replace=False), device=dev)
-        medoids, _, _ = eager_swap(dist, medoids, candidates, max_passes=min(max_passes, 2))
-        near, dn, _, _ = dist.top2(everyone, medoids)
-        sizes = torch.bincount(near, minlength=k).cpu().numpy().astype(np.float64)
-        return medoids.cpu().numpy(), sizes, float(dn.double().sum())
+    Xd = X.detach().to("cpu", torch.float64)
+    D = np.empty((n, n), dtype=np.float64 if n <= 8192 else np.float32)
+    step = max(1, (1 << 23) // n)
+    for i in range(0, n, step):
+        D[i:i + step] = torch.cdist(Xd[i:i + step], Xd).numpy()
+    np.fill_diagonal(D, 0.0)
+    return D
 
-    order = torch.as_tensor(rng.permutation(n), device=dev)  # candidates are visited in index order
-    dist = _Distances(X[order], True)
 
-    def search(medoids: torch.Tensor) -> tuple[torch.Tensor, float]:
-        medoids, _, obj = eager_swap(dist, medoids, start=int(rng.integers(n)), max_passes=max_passes)
-        return medoids, obj
+def fasterpam(D: np.ndarray, init, seed: int | None, max_iter: int) -> np.ndarray:
+    """FasterPAM (``kmedoids`` package, one thread so results do not depend on scheduling) -> medoid indices."""
+    import kmedoids as kmedoids_pkg
 
+    if isinstance(init, np.ndarray):
+        seed = None  # the package ignores the seed when medoids are given
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = kmedoids_pkg.fasterpam(D, init, max_iter=max_iter, init="build", random_state=seed, n_cpu=1)
+    return np.asarray(res.medoids, dtype=np.int64)
+
+
+def matrix_objective(D: np.ndarray, medoids: np.ndarray) -> tuple[np.ndarray, float]:
+    """(nearest medoid slot per sample, summed distance in float64) on a stored matrix, in row blocks."""
+    near = np.empty(len(D), dtype=np.int64)
+    total = 0.0
+    step = max(1, (1 << 22) // max(1, len(medoids)))
+    for i in range(0, len(D), step):
+        block = D[i:i + step][:, medoids]
+        near[i:i + step] = block.argmin(axis=1)
+        total += float(block.min(axis=1).astype(np.float64).sum())
+    return near, total
+
+
+def assign(X: torch.Tensor, M: torch.Tensor, block: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest row of ``M`` for each row of ``X`` (float32 matrix products) and that distance recomputed in float64."""
+    near, dist = [], []
+    msq = (M * M).sum(dim=1)
+    step = max(1, block // max(1, len(M)))
+    for i in range(0, len(X), step):
+        A = X[i:i + step]
+        j = torch.addmm(msq, A, M.t(), alpha=-2.0).argmin(dim=1)  # |m|^2 - 2 a.m: |a|^2 does not change the argmin
+        near.append(j)
+        dist.append((A.double() - M[j].double()).norm(dim=1))
+    return torch.cat(near), torch.cat(dist)
+
+
+def medoid_update(X: torch.Tensor, medoids: torch.Tensor, near: torch.Tensor, rng: np.random.Generator, *,
+                  max_candidates: int = 1000) -> torch.Tensor:
+    """One alternating step (Park & Jun 2009): each cluster's new medoid is the member (of at most
+    ``max_candidates`` seeded candidates, the current medoid always included) with the least summed distance to
+    the cluster's members. Never raises the objective for the current assignment."""
+    medoids = medoids.clone()
+    order = torch.argsort(near, stable=True)
+    counts = torch.bincount(near, minlength=len(medoids)).cpu().numpy()
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for j in np.flatnonzero(counts > 1):
+        members = order[starts[j]:starts[j + 1]]
+        cand = members
+        if len(members) > max_candidates:
+            pick = torch.as_tensor(rng.choice(len(members), size=max_candidates - 1, replace=False))
+            cand = torch.unique(torch.cat([members[pick.to(members.device)], medoids[j:j + 1]]))
+        step = max(1, (1 << 23) // len(members))
+        cost = torch.cat([pairwise(X[cand[i:i + step]], X[members]).double().sum(dim=1)
+                          for i in range(0, len(cand), step)])
+        medoids[j] = cand[int(torch.argmin(cost))]
+    return medoids
+
+
+def matrix_kmedoids(X: torch.Tensor, k: int, rng: np.random.Generator, *, max_passes: int = 100, n_init: int = 1,
+                    n_perturb: int = 4, perturb_fraction: float = 0.1, init: np.ndarray | None = None,
+                    D: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The matrix engine: FasterPAM on the stored distance matrix from ``n_init`` seedings (BUILD when N^2·k is
+    small, then greedy k-medoids++; ``init`` replaces the first), then ``n_perturb`` iterated-local-search
+    rounds; returns (medoids, nearest-medoid slot per sample, objective)."""
+    n = len(X)
+    D = dissimilarity_matrix(X) if D is None else D
+    dist = _Distances(X, D=torch.from_numpy(D))
     best, best_obj = None, math.inf
     for run in range(max(1, int(n_init))):
-        medoids, obj = search(greedy_build(dist.D, k) if run == 0 else kmedoids_pp(dist, k, rng))
+        if run == 0 and init is not None:
+            start = np.asarray(init, dtype=np.int64)
+        elif run == 0 and n * n * k <= BUILD_WORK:
+            start = k
+        else:
+            start = kmedoids_pp(dist, k, rng).cpu().numpy()
+        medoids = fasterpam(D, start, int(rng.integers(2**31)), max_passes)
+        _, obj = matrix_objective(D, medoids)
         if obj < best_obj:
             best, best_obj = medoids, obj
     if k > 1:
         r = max(2, round(perturb_fraction * k))
         for _ in range(max(0, int(n_perturb))):
-            medoids, obj = search(perturb(dist, best, r, rng))
+            start = perturb(dist, torch.as_tensor(best), r, rng).cpu().numpy()
+            medoids = fasterpam(D, start, None, max_passes)
+            _, obj = matrix_objective(D, medoids)
             if obj < best_obj * (1 - 1e-9):
                 best, best_obj = medoids, obj
-    near = dist.D[:, best].argmin(dim=1)
-    sizes = torch.bincount(near, minlength=k).cpu().numpy().astype(np.float64)
-    return order[best].cpu().numpy(), sizes, best_obj
+    near, best_obj = matrix_objective(D, best)
+    return best, near, best_obj
+
+
+def clara_kmedoids(X: torch.Tensor, k: int, rng: np.random.Generator, *, sample_size: int, n_samples: int = 3,
+                   max_passes: int = 100, n_perturb: int = 0, refine: int = 2, swap_candidates: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The sampled engine (CLARA with FasterPAM): returns (medoids, nearest-medoid slot per sample, objective).
+
+    Each of ``n_samples`` seeded subsamples of ``sample_size`` rows holds the best medoids so far; FasterPAM
+    runs on its matrix from those medoids (k-medoids++ for the first), and the result is scored on the whole
+    pool. The best is improved by ``refine`` alternating medoid updates and, when ``swap_candidates`` > 0,
+    eager swaps with that many seeded candidates (chunked distances, at most 2 passes).
+    """
+    n = len(X)
+    s = int(min(n, max(sample_size, k + 1)))
+    best, best_obj, best_near = None, math.inf, None
+    for _ in range(max(1, int(n_samples))):
+        if best is None:
+            sub = np.sort(rng.choice(n, size=s, replace=False))
+            init = None
+        else:
+            rest = np.setdiff1d(np.arange(n), best)
+            sub = np.sort(np.concatenate([best, rng.choice(rest, size=s - k, replace=False)]))
+            init = np.searchsorted(sub, best)
+        local, _, _ = matrix_kmedoids(X[torch.as_tensor(sub, device=X.device)], k, rng, max_passes=max_passes,
+                                      n_perturb=n_perturb, init=init)
+        medoids = sub[local]
+        near, dn = assign(X, X[torch.as_tensor(medoids, device=X.device)])
+        obj = float(dn.sum())
+        if obj < best_obj:
+            best, best_obj, best_near = medoids, obj, near
+    medoids = torch.as_tensor(best, device=X.device)
+    for _ in range(max(0, int(refine))):
+        moved = medoid_update(X, medoids, best_near, rng)
+        if torch.equal(moved, medoids):
+            break
+        near, dn = assign(X, X[moved])
+        if float(dn.sum()) >= best_obj:
+            break
+        medoids, best_near, best_obj = moved, near, float(dn.sum())
+    if swap_candidates > 0:
+        dist = _Distances(X)
+        cand = torch.as_tensor(rng.choice(n, size=min(n, swap_candidates), replace=False), device=X.device)
+        swapped, _, obj = eager_swap(dist, medoids, cand, max_passes=2)
+        if obj < best_obj:
+            medoids, best_obj = swapped, obj
+            best_near, dn = assign(X, X[medoids])
+            best_obj = float(dn.sum())
+    return medoids.cpu().numpy(), best_near.cpu().numpy(), best_obj
+
+
+def kmedoids(X: torch.Tensor, k: int, rng: np.random.Generator, *, max_matrix: int = 20_000,
+             max_passes: int = 100, swap_candidates: int = 0, n_init: int = 1, n_perturb: int = 4,
+             perturb_fraction: float = 0.1, sample_size: int | None = None, n_samples: int = 3
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """k-medoids of the rows of ``X``; returns (medoid rows, cluster sizes, objective = sum of distances).
+
+    Args:
+        X: (N, d) float tensor on any device.
+        k: number of medoids.
+        rng: seeded generator (seedings, perturbations, subsamples): the result depends only on it.
+        max_matrix: largest N that stores its N x N matrix (matrix engine); larger pools use the sampled engine.
+        max_passes: cap on FasterPAM passes in one local search.
+        swap_candidates: sampled engine only: eager-swap candidates tried after the alternating updates (0: off;
+            each costs a pass over the pool).
+        n_init: seedings tried by the matrix engine (BUILD when cheap, then k-medoids++); the best is kept.
+        n_perturb: iterated-local-search rounds of the matrix engine (0 turns them off).
+        perturb_fraction: share of the medoids replaced in each round.
+        sample_size: rows per subsample of the sampled engine (default min(max_matrix, max(40 + 2k, 10k))).
+        n_samples: subsamples tried by the sampled engine.
+    """
+    n = len(X)
+    if not 1 <= k <= n:
+        raise ValueError(f"k-medoids: k must be in [1, {n}], got {k}")
+    if n <= max_matrix:
+        medoids, near, obj = matrix_kmedoids(X, k, rng, max_passes=max_passes, n_init=n_init, n_perturb=n_perturb,
+                                             perturb_fraction=perturb_fraction)
+    else:
+        size = sample_size if sample_size else min(max_matrix, max(40 + 2 * k, 10 * k))
+        medoids, near, obj = clara_kmedoids(X, k, rng, sample_size=size, n_samples=n_samples,
+                                            max_passes=max_passes, swap_candidates=swap_candidates)
+    sizes = np.bincount(near, minlength=k).astype(np.float64)
+    return np.asarray(medoids, dtype=np.int64), sizes, obj
 
 
 @register
@@ -346,32 +405,36 @@ class KMedoidsSelector(FeatureSelector):
     """k-medoids: the k real samples with the least total distance from every sample to its nearest one.
 
     Args (besides the feature-space ones): ``max_matrix`` (largest pool that stores its N x N distance
-    matrix), ``max_passes`` (swap passes), ``swap_candidates`` (swap-stage candidates for larger pools),
-    ``n_init`` (seedings tried when the matrix is stored: BUILD, then k-medoids++; the best is kept),
-    ``n_perturb`` and ``perturb_fraction`` (iterated-local-search rounds from the best, each replacing that
-    share of its medoids; stored matrix only).
+    matrix; larger pools use the sampled engine), ``max_passes`` (FasterPAM passes), ``n_init`` (seedings tried
+    when the matrix is stored: BUILD when cheap, then k-medoids++; the best is kept), ``n_perturb`` and
+    ``perturb_fraction`` (iterated-local-search rounds from the best, each replacing that share of its
+    medoids), ``sample_size`` and ``n_samples`` (the sampled engine's subsamples), ``swap_candidates``
+    (sampled engine: eager-swap candidates after the alternating updates; 0 = off). See :func:`kmedoids`.
     ``weights_`` are cluster sizes; ``objective_`` the summed distance of each pool.
     """
 
     name = "kmedoids"
-    summary = "k-medoids (k-medoids++ seeding + FasterPAM-style eager swaps): minimise summed distance"
-    cost = "O(N^2·d) time and O(N^2) memory per pool up to max_matrix; O(N·k·d) per iteration beyond"
+    summary = "k-medoids (FasterPAM; CLARA-style subsamples for large pools): minimise summed distance"
+    cost = "O(N^2·d) time and O(N^2) memory per pool up to max_matrix; O(N·k·d + sample^2) beyond"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
-                 temperature=4.0,
-                 max_matrix: int = 12_000, max_passes: int = 100,
-                 swap_candidates: int = 2000, n_init: int = 1, n_perturb: int = 12,
-                 perturb_fraction: float = 0.1):
+                 temperature=4.0, drop_misclassified=True,
+                 max_matrix: int = 20_000, max_passes: int = 100,
+                 swap_candidates: int = 0, n_init: int = 1, n_perturb: int = 4,
+                 perturb_fraction: float = 0.1, sample_size: int | None = None, n_samples: int = 3):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
-                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature,
+                         drop_misclassified=drop_misclassified)
         self.max_matrix = max_matrix
         self.max_passes = max_passes
         self.swap_candidates = swap_candidates
         self.n_init = n_init
         self.n_perturb = n_perturb
         self.perturb_fraction = perturb_fraction
+        self.sample_size = sample_size
+        self.n_samples = n_samples
 
     def _prepare(self, dataset, rng):
         super()._prepare(dataset, rng)
@@ -381,6 +444,7 @@ class KMedoidsSelector(FeatureSelector):
         medoids, sizes, objective = kmedoids(self._tensor(pool), k, rng, max_matrix=self.max_matrix,
                                              max_passes=self.max_passes, swap_candidates=self.swap_candidates,
                                              n_init=self.n_init, n_perturb=self.n_perturb,
-                                             perturb_fraction=self.perturb_fraction)
+                                             perturb_fraction=self.perturb_fraction, sample_size=self.sample_size,
+                                             n_samples=self.n_samples)
         self.objective_.append(objective)
         return pool[medoids], sizes
