@@ -1,10 +1,16 @@
-"""k-means prototypes: cluster with k-means, keep the real sample nearest each centroid."""
+"""k-means prototypes: cluster with k-means, keep the real sample nearest each centroid.
+
+Engines: faiss k-means (Lloyd iterations on BLAS, random seeding, at most 256 rows per centroid
+sampled for training, then every row assigned) when faiss is installed and the pool is large, else
+scikit-learn's KMeans / MiniBatchKMeans. benchmarks/b3_scale.py measures both on the same data.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import register
 from .features import FeatureSelector, nearest
 
@@ -22,23 +28,54 @@ def nearest_members(Z: np.ndarray, labels: np.ndarray, centroids: np.ndarray) ->
     return out
 
 
+ENGINES = ("auto", "faiss", "sklearn")
+
+
+def faiss_kmeans(Z: np.ndarray, k: int, *, random_state: int, max_iter: int = 20) -> tuple[np.ndarray, np.ndarray, float]:
+    """faiss k-means on ``Z``; returns (labels, centroids, inertia of the final assignment)."""
+    import faiss
+
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    km = faiss.Kmeans(Z.shape[1], int(k), niter=int(max_iter), seed=int(random_state) % (2**31), verbose=False)
+    km.train(Z)
+    sq, labels = km.index.search(Z, 1)
+    return labels[:, 0].astype(np.int64), km.centroids, float(np.maximum(sq, 0).astype(np.float64).sum())
+
+
+def resolve_engine(n: int, k: int, engine: str, minibatch_above: int) -> str:
+    """The k-means engine ``kmeans_prototypes`` uses: faiss for large pools when it imports, else scikit-learn."""
+    if engine not in ENGINES:
+        raise ConfigError(f"kmeans: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine != "auto":
+        return engine
+    from ..neighbors import faiss_available
+
+    return "faiss" if n * k > minibatch_above and faiss_available() else "sklearn"
+
+
 def kmeans_prototypes(Z: np.ndarray, k: int, *, random_state: int, minibatch_above: int = 2_000_000,
-                      max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+                      max_iter: int | None = None, engine: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
     """k-means on ``Z`` (N, d); returns (nearest real sample per centroid, cluster sizes, inertia).
 
-    scikit-learn's KMeans (Lloyd, k-means++ seeding) when N·k <= ``minibatch_above``, else MiniBatchKMeans.
-    Empty clusters (possible with mini-batches) are replaced by the unused samples farthest from every
-    prototype, and sizes are then recounted as the prototypes' Voronoi cells, so sizes always sum to N.
+    ``engine``: "faiss", "sklearn" or "auto" (faiss when N·k > ``minibatch_above`` and faiss imports). The
+    scikit-learn engine is KMeans (Lloyd, k-means++ seeding) when N·k <= ``minibatch_above``, else
+    MiniBatchKMeans. ``max_iter`` defaults to 100 for scikit-learn and 20 for faiss.
+    Empty clusters are replaced by the unused samples farthest from every prototype, and sizes are then
+    recounted as the prototypes' Voronoi cells, so sizes always sum to N.
     """
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
-    if len(Z) * k <= minibatch_above:
-        km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=random_state)
+    if resolve_engine(len(Z), k, engine, minibatch_above) == "faiss":
+        labels, centroids, inertia = faiss_kmeans(Z, k, random_state=random_state, max_iter=max_iter or 20)
     else:
-        km = MiniBatchKMeans(n_clusters=k, n_init=1, max_iter=max_iter, batch_size=max(1024, 4 * k),
-                             random_state=random_state)
-    labels = km.fit_predict(Z)
-    protos = nearest_members(Z, labels, km.cluster_centers_)
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+
+        if len(Z) * k <= minibatch_above:
+            km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter or 100, random_state=random_state)
+        else:
+            km = MiniBatchKMeans(n_clusters=k, n_init=1, max_iter=max_iter or 100, batch_size=max(1024, 4 * k),
+                                 random_state=random_state)
+        labels = km.fit_predict(Z)
+        centroids, inertia = km.cluster_centers_, float(km.inertia_)
+    protos = nearest_members(Z, labels, centroids)
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     if (protos < 0).any():
         Zt = torch.as_tensor(Z)
@@ -51,14 +88,15 @@ def kmeans_prototypes(Z: np.ndarray, k: int, *, random_state: int, minibatch_abo
             have = np.append(have, far)
         idx, _ = nearest(Zt, Zt[torch.as_tensor(protos)])
         sizes = np.bincount(idx.numpy(), minlength=k).astype(np.float64)
-    return protos, sizes, float(km.inertia_)
+    return protos, sizes, inertia
 
 
 @register
 class KMeansSelector(FeatureSelector):
     """k-means prototypes: the real sample nearest each of k centroids; ``weights_`` = cluster sizes.
 
-    ``minibatch_above``: use MiniBatchKMeans when pool size x k exceeds it (large pools).
+    ``minibatch_above``: pool size x k above which large-pool engines are used (faiss k-means when installed,
+    else MiniBatchKMeans); ``engine``: "auto", "faiss" or "sklearn"; ``max_iter``: None = the engine's default.
     """
 
     name = "kmeans"
@@ -67,16 +105,19 @@ class KMeansSelector(FeatureSelector):
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, features="raw",
                  pca=None, model="mlp", epochs=5, device="auto", probe_params=None, min_per_class=0, soft_labels=False,
-                 temperature=4.0,
+                 temperature=4.0, drop_misclassified=True,
                  minibatch_above: int = 2_000_000,
-                 max_iter: int = 100):
+                 max_iter: int | None = None, engine: str = "auto"):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, features=features, pca=pca,
                          model=model, epochs=epochs, device=device, probe_params=probe_params,
-                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature)
+                         min_per_class=min_per_class, soft_labels=soft_labels, temperature=temperature,
+                         drop_misclassified=drop_misclassified)
         self.minibatch_above = minibatch_above
         self.max_iter = max_iter
+        self.engine = engine
 
     def _select_pool(self, pool, k, rng):
         protos, sizes, _ = kmeans_prototypes(self.features_[pool], k, random_state=int(rng.integers(2**31)),
-                                             minibatch_above=self.minibatch_above, max_iter=self.max_iter)
+                                             minibatch_above=self.minibatch_above, max_iter=self.max_iter,
+                                             engine=self.engine)
         return pool[protos], sizes
