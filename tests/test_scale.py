@@ -53,7 +53,7 @@ def test_approximate_knn_recall_and_determinism(cloud, backend):
 
 def test_knn_backend_choice_and_errors():
     assert resolve_backend(100) == "exact"
-    assert resolve_backend(10**6) == "ivf"
+    assert resolve_backend(10**6) == "hnsw"
     with pytest.raises(ConfigError, match="backend"):
         knn(np.zeros((5, 2), np.float32), 2, backend="annoy")
     with pytest.raises(ConfigError, match="k must be"):

@@ -14,13 +14,12 @@ from .kmeans import kmeans_prototypes
 
 def knee_eps(Z: np.ndarray, min_samples: int, *, max_points: int = 20_000, random_state: int = 0) -> float:
     """The k-distance (k = ``min_samples``) at the knee of its sorted curve; a seeded subsample for large N."""
-    from sklearn.neighbors import NearestNeighbors
+    from ..neighbors import k_distance
 
     if len(Z) > max_points:
         Z = Z[np.random.default_rng(random_state).choice(len(Z), max_points, replace=False)]
     k = min(min_samples, len(Z) - 1)
-    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
-    kd = np.sort(dist[:, k])
+    kd = np.sort(k_distance(Z, k, random_state=random_state))
     if kd[-1] <= kd[0]:
         return float(kd[-1]) if kd[-1] > 0 else 1e-8
     x = np.linspace(0.0, 1.0, len(kd))
