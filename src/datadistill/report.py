@@ -273,6 +273,12 @@ class Report:
         return "\n".join(f"- {k}: {markdown_code(v) if code else markdown_text(v)}"
                          for k, v, code in self._context_items())
 
+    def to_dataframe(self, *, aggregate: bool = False):
+        """The rows (or, aggregated, the mean ± std table) as a pandas DataFrame."""
+        from .interop import report_to_dataframe
+
+        return report_to_dataframe(self, aggregate=aggregate)
+
     def to_markdown(self) -> str:
         """Context, the aggregated table and where each method beats random."""
         title = (f"# Evaluation: {markdown_text(self.context.get('dataset', 'data set'))}, "
