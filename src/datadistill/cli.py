@@ -577,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_select_parser, _auto_parser, _distill_parser, _evaluate_parser, _report_parser, _methods_parser,
                 _show_parser, _demo_parser):
         add(sub)
+    from .cli_active import add_parser as add_active_parser
+
+    active = add_active_parser(sub)
+    active.description = textwrap.fill(active.description, 100)  # raw formatting keeps the epilog's layout only
+    _output_arguments(active)
     return parser
 
 
