@@ -918,5 +918,6 @@ def _build_set(s: _Search, cand: dict, rows: np.ndarray) -> DistilledSet:
     if cand.get("soft"):
         soft, temperature = s.soft_targets(cand["base_method"], rows)
         meta["soft_labels"] = {"temperature": temperature, "teacher": f"{cand['base_method']} probe"}
+    validation = {"fraction": len(s.val) / len(ds), "random_state": s.random_state, "rows": len(s.val)}
     return DistilledSet(X=ds.X[rows], y=ds.y[rows], classes=ds.classes, indices=np.asarray(rows, dtype=np.int64),
-                        weights=weights, soft_labels=soft, meta=meta)
+                        weights=weights, soft_labels=soft, meta=meta).record_source(ds, validation=validation)

@@ -226,7 +226,8 @@ class Selector(Estimator):
             soft = self.soft_labels_for(self.indices_)
             meta["soft_labels"] = {"temperature": float(self.temperature), "teacher": f"{self.name} probe"}
         return DistilledSet(X=dataset.X[self.indices_], y=dataset.y[self.indices_], classes=dataset.classes,
-                            indices=self.indices_, weights=self.weights_, soft_labels=soft, meta=meta)
+                            indices=self.indices_, weights=self.weights_, soft_labels=soft,
+                            meta=meta).record_source(dataset)
 
     def soft_labels_for(self, rows: np.ndarray) -> np.ndarray:
         """The probe's class probabilities at ``temperature`` for training ``rows`` (methods with a probe)."""
