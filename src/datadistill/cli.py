@@ -235,6 +235,10 @@ def _subcommand(sub, name: str, *, help: str, description: str, examples: list[t
 
 # --- subcommands ---------------------------------------------------------------------------------
 def cmd_select(args) -> int:
+    if getattr(args, "stream", False):
+        from .stream_io import cmd_select_stream
+
+        return cmd_select_stream(args)
     if (args.ratio is None) == (args.size is None):
         raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
     params = _params(args.param)
@@ -626,6 +630,9 @@ def _select_parser(sub) -> None:
                         "held-out training rows); warns in one line when it is worse; recorded in meta.json")
     p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    from .stream_io import add_stream_arguments
+
+    add_stream_arguments(p)
     _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_select)
 

@@ -4,7 +4,7 @@ Importing this package registers every method in :data:`REGISTRY` (name -> Selec
 ``summary`` and ``cost``).
 """
 
-from . import agglomerative, dbscan, facility_location, herding, kcenter, kmeans, kmedoids, scored  # noqa: F401
+from . import agglomerative, dbscan, facility_location, herding, kcenter, kmeans, kmedoids, scored, stream  # noqa: F401
 from .base import REGISTRY, Selector, allocate, get_selector, register, resolve_size, select
 from .features import FeatureSelector, sample_features
 

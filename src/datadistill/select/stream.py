@@ -870,7 +870,8 @@ class SieveFacilityLocationSelector(StreamSelector):
     f(S) = sum over an evaluation sample E of each row's largest similarity to S, with the similarity of
     the offline facility-location selector, exp(-d^2 / (2 sigma^2)), sigma the median ``n_neighbors``-nearest
     distance within E (or ``sigma`` given). E: the first ``n_eval`` rows of each class (a uniform sample when
-    the stream is shuffled). Memory per class: E plus the sieves' rows, at most ``n_eval`` + k x (number of
+    the stream is shuffled); ``n_eval=None`` (default) takes max(1000, 20 k) for a class budget of k, since
+    with E not much larger than k the sieve can only keep rows of E, which is about a random sample. Memory per class: E plus the sieves' rows, at most ``n_eval`` + k x (number of
     thresholds, about log(2k) / log(1 + eps)).
 
     Fitted: ``objective_`` (f(S) per pool on its E), ``sigma_`` (per pool).
@@ -881,7 +882,7 @@ class SieveFacilityLocationSelector(StreamSelector):
     cost = "O(N·(n_eval·d + n_eval·log(k)/eps)) time, O((n_eval + k·log(k)/eps)·d) memory per class"
 
     def __init__(self, size=None, ratio=None, *, per_class="proportional", random_state=0, min_per_class=0,
-                 allocation=None, batch_size=4096, eps: float = 0.1, n_eval: int = 1000,
+                 allocation=None, batch_size=4096, eps: float = 0.1, n_eval: int | None = None,
                  sigma: float | None = None, n_neighbors: int = 20):
         super().__init__(size, ratio, per_class=per_class, random_state=random_state, min_per_class=min_per_class,
                          allocation=allocation, batch_size=batch_size)
@@ -894,17 +895,20 @@ class SieveFacilityLocationSelector(StreamSelector):
         super().check_params()
         if not (isinstance(self.eps, (int, float)) and 0 < self.eps < 1):
             raise ConfigError(f"{self.name}: eps must be in (0, 1), got {self.eps!r}")
-        if not (isinstance(self.n_eval, int) and self.n_eval >= 1):
+        if self.n_eval is not None and not (isinstance(self.n_eval, int) and self.n_eval >= 1):
             raise ConfigError(f"{self.name}: n_eval must be a positive integer, got {self.n_eval!r}")
 
     def _new_part(self, k, part):
-        return SieveFacilityLocation(k, self.eps, self.n_eval, self.sigma, self.n_neighbors)
+        return SieveFacilityLocation(k, self.eps, self.eval_rows(k), self.sigma, self.n_neighbors)
+
+    def eval_rows(self, k: int) -> int:
+        return int(self.n_eval) if self.n_eval is not None else max(1000, 20 * int(k))
 
     def n_thresholds(self, k: int) -> int:
         return int(math.floor(math.log(2 * max(k, 1)) / math.log1p(self.eps))) + 2
 
     def buffer_rows(self, k):
-        return int(self.n_eval) + k * self.n_thresholds(k) - k
+        return self.eval_rows(k) + k * self.n_thresholds(k) - k
 
     def _part_result(self, state, part):
         rows, src, w, value = state.result()
