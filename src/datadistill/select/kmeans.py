@@ -36,7 +36,9 @@ def faiss_kmeans(Z: np.ndarray, k: int, *, random_state: int, max_iter: int = 20
     import faiss
 
     Z = np.ascontiguousarray(Z, dtype=np.float32)
-    km = faiss.Kmeans(Z.shape[1], int(k), niter=int(max_iter), seed=int(random_state) % (2**31), verbose=False)
+    # min_points_per_centroid=1: small pools are fine for prototypes; faiss would print a warning per call
+    km = faiss.Kmeans(Z.shape[1], int(k), niter=int(max_iter), seed=int(random_state) % (2**31), verbose=False,
+                      min_points_per_centroid=1)
     km.train(Z)
     sq, labels = km.index.search(Z, 1)
     return labels[:, 0].astype(np.int64), km.centroids, float(np.maximum(sq, 0).astype(np.float64).sum())
