@@ -39,3 +39,8 @@ from .synth import evaluate_protocol, get_distiller  # noqa: E402
 
 __all__ += ["DISTILLERS", "DatadistillWarning", "MODELS", "SELECTORS", "evaluate_protocol", "fit_distributed",
             "get_distiller", "get_selector"]
+
+# doors to and from numpy, pandas, torch and Hugging Face datasets
+from .interop import from_arrays, from_hf, from_pandas, from_torch  # noqa: E402
+
+__all__ += ["from_arrays", "from_hf", "from_pandas", "from_torch"]

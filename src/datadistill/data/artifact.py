@@ -226,6 +226,18 @@ class DistilledSet:
                        test=source.test if source is not None else None, name=f"{self.method}-distilled",
                        info={"distilled": True})
 
+    def to_torch(self, *, soft_labels: bool | None = None, weights: bool | None = None, dtype=None):
+        """The set as a torch TensorDataset: (X, y[, soft labels][, weights]); see datadistill.interop.to_torch."""
+        from ..interop import to_torch
+
+        return to_torch(self, soft_labels=soft_labels, weights=weights, dtype=dtype)
+
+    def to_pandas(self, *, feature_names=None):
+        """The set as a pandas DataFrame (features, label, source_row, weight, soft_<class>)."""
+        from ..interop import to_pandas
+
+        return to_pandas(self, feature_names=feature_names)
+
     def record_source(self, dataset: Dataset, *, validation: dict | None = None) -> DistilledSet:
         """Record where the set came from: ``dataset``'s source path, format and split in ``meta["provenance"]``.
 
