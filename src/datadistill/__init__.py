@@ -22,11 +22,15 @@ def __getattr__(name: str):
         from .evaluation import evaluate
 
         return evaluate
+    if name == "active":
+        from .active import active
+
+        return active
     raise AttributeError(f"module 'datadistill' has no attribute '{name}'")
 
 
 __all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dataset", "DistilledSet",
-           "__version__", "auto", "check_against_random", "distill", "evaluate", "load", "open", "save", "select"]
+           "__version__", "active", "auto", "check_against_random", "distill", "evaluate", "load", "open", "save", "select"]
 
 # by-name factories and registries, the DC-protocol evaluation, Dask execution (what the command line calls)
 from .errors import DatadistillWarning  # noqa: E402

@@ -27,7 +27,7 @@ IMAGES_FILE = "images.png"
 MARKER_FILE = ".datadistill"
 SET_FILES = (DATA_FILE, META_FILE, IMAGES_FILE)
 KIND_NAMES = {"distilled-set": "a datadistill set", "evaluation-run": "an evaluation run directory",
-              "demo": "a datadistill demo folder"}
+              "demo": "a datadistill demo folder", "active-run": "an active-learning run folder"}
 # a temporary directory of save(): ".NAME.tmp-PID-" + tempfile's random suffix; the previous set while it is
 # being replaced: ".NAME.old-PID"
 _TEMP_DIR = re.compile(r"^\..+\.tmp-(\d+)-[a-z0-9_]+$")
