@@ -410,7 +410,18 @@ def windows_dataset(w: Windows, train, test, *, gap: int = 0, classes: Sequence[
     check_no_leakage(w, train, test, gap=gap)
     meta = {"format": "windows", "windows": {"length": w.length, "stride": w.stride, "n_windows": len(w)},
             **(info or {})}
-    ds = sequence_dataset(w.X[train], w.y[train], classes, test=(w.X[test], w.y[test]), name=name, info=meta)
+    from .dataset import encode_labels
+
+    codes, names = encode_labels(w.y, classes, origin=name)
+    present = np.unique(codes[train])
+    unseen = sorted(set(codes[test].tolist()) - set(present.tolist()))
+    if unseen:
+        raise DataError(f"{name}: test windows of class{'es' if len(unseen) > 1 else ''} "
+                        f"{', '.join(repr(names[c]) for c in unseen)} but no training window of it; a split by time "
+                        "puts late classes in test only: change test_fraction, split by series, or cut more series")
+    codes = np.searchsorted(present, codes)  # a class only in dropped windows is left out
+    names = tuple(names[c] for c in present)
+    ds = sequence_dataset(w.X[train], codes[train], names, test=(w.X[test], codes[test]), name=name, info=meta)
     # selections then name windows by their index in ``w``
     return replace(ds, source_rows=train)
 
