@@ -188,6 +188,8 @@ class LatentDistiller(MatchingDistiller):
             :mod:`datadistill.synth.relabel`); probabilities at ``temperature`` go to ``soft_labels``.
         teacher_steps: Adam steps of the teacher (``model``/``model_kwargs`` architecture).
         teacher_time_fraction: share of ``time_budget`` the teacher may train for.
+        max_codes_per_class: real samples per class (a seeded random draw) the encoder codes for k-means and
+            the ``real`` start; ``None``: all (coding every sample of a large set costs minutes on a CPU).
         Other arguments: see :class:`datadistill.synth.distribution.MatchingDistiller`.
     """
 
@@ -198,7 +200,7 @@ class LatentDistiller(MatchingDistiller):
                  autoencoder: str = "auto", ae_width: int = 32, ae_steps: int = 1500, ae_batch: int = 128,
                  ae_lr: float = 2e-3, ae_time_fraction: float | None = None, soft_labels: bool = False,
                  temperature: float = 4.0, teacher_steps: int = 500, teacher_time_fraction: float = 0.2,
-                 **kwargs):
+                 max_codes_per_class: int | None = 1000, **kwargs):
         super().__init__(ipc, **kwargs)
         self.latent_dim = latent_dim
         self.decoder = decoder
@@ -215,6 +217,7 @@ class LatentDistiller(MatchingDistiller):
         self.temperature = temperature
         self.teacher_steps = teacher_steps
         self.teacher_time_fraction = teacher_time_fraction
+        self.max_codes_per_class = max_codes_per_class
 
     # --- parameters ----------------------------------------------------------------------------
     def _resolved_params(self) -> dict:
@@ -238,6 +241,8 @@ class LatentDistiller(MatchingDistiller):
 
         if self.latent_dim is not None:
             whole("latent_dim", self.latent_dim, 1)
+        if self.max_codes_per_class is not None:
+            whole("max_codes_per_class", self.max_codes_per_class, 1)
         for name in ("ae_width", "ae_steps", "ae_batch", "teacher_steps"):
             whole(name, getattr(self, name), 1)
         lr = self.ae_lr
@@ -316,14 +321,22 @@ class LatentDistiller(MatchingDistiller):
                               f"samples have shape {want} ({space}, decoder_space={self.decoder_space!r}); "
                               "make the decoder produce that shape (or set decoder_space)")
 
-    def _encode_real(self, ctx: Context) -> torch.Tensor | None:
-        """Latent codes of every real training sample (None without an encoder)."""
+    def _code_rows(self, ctx: Context) -> list[torch.Tensor]:
+        """Per class, the real rows whose codes k-means sees: all, or a seeded draw of ``max_codes_per_class``."""
+        gen = self.iteration_generator(-6)
+        cap = self.max_codes_per_class
+        return [idx if cap is None or len(idx) <= cap else idx[torch.randperm(len(idx), generator=gen)[:cap]
+                                                                 .to(idx.device)]
+                for idx in ctx.class_index]
+
+    def _encode_real(self, ctx: Context, rows: torch.Tensor) -> torch.Tensor | None:
+        """Latent codes of real training ``rows`` (None without an encoder)."""
         if self._encoder is None:
             return None
         if self.decoder_space == "source":
-            X = torch.as_tensor(np.asarray(ctx.dataset.X, dtype=np.float32), device=ctx.device)
+            X = torch.as_tensor(np.asarray(ctx.dataset.X[rows.cpu().numpy()], dtype=np.float32), device=ctx.device)
         else:
-            X = ctx.X_real
+            X = ctx.X_real[rows]
         with torch.no_grad():
             codes = torch.cat([self._encoder(X[i:i + 4096]).reshape(min(4096, len(X) - i), -1)
                                for i in range(0, len(X), 4096)])
@@ -412,19 +425,20 @@ class LatentDistiller(MatchingDistiller):
         with torch.no_grad():
             ctx.X_syn.copy_(self.decode_latents(ctx, ctx.state["latents"].detach(), ctx.y_syn))
 
-    def _kmeans_latents(self, ctx: Context, codes: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _kmeans_latents(self, ctx: Context) -> tuple[torch.Tensor, float]:
         """Per class, the ``ipc`` k-means centroids of the real codes (class-major) and the mean inertia."""
         from sklearn.cluster import KMeans
 
-        codes_np = codes.detach().cpu().numpy().astype(np.float64)  # scikit-learn's float64 path is the fast one
-        centres, inertia = [], 0.0
-        for c, idx in enumerate(ctx.class_index):
+        centres, inertia, n = [], 0.0, 0
+        for c, rows in enumerate(self._code_rows(ctx)):
+            # scikit-learn's float64 path is the fast one
+            codes = self._encode_real(ctx, rows).detach().cpu().numpy().astype(np.float64)
             km = KMeans(n_clusters=self.ipc, n_init=3, random_state=self.iteration_seed(-4, c) & 0xFFFF_FFFF)
-            km.fit(codes_np[idx.cpu().numpy()])
+            km.fit(codes)
             centres.append(km.cluster_centers_)
-            inertia += float(km.inertia_)
+            inertia, n = inertia + float(km.inertia_), n + len(codes)
         z = torch.as_tensor(np.concatenate(centres), dtype=torch.float32, device=ctx.device)
-        return z, inertia / len(codes_np)
+        return z, inertia / n
 
     # --- the run -------------------------------------------------------------------------------
     def _setup(self, ctx: Context) -> None:
@@ -505,7 +519,7 @@ class AutoencoderKMeans(LatentDistiller):
     name = "ae-kmeans"
     summary = "autoencoder latent space: per-class k-means centroids of the codes, decoded (D4M-style)"
     recommended_iterations = 1
-    default_ae_time_fraction = 0.75
+    default_ae_time_fraction = 0.6
 
     def __init__(self, ipc: int = 10, *, iterations: int = 1, **kwargs):
         super().__init__(ipc, iterations=iterations, **kwargs)
@@ -517,7 +531,7 @@ class AutoencoderKMeans(LatentDistiller):
                               "the plugged decoder (or use ae-dm, which optimises latents without one)")
 
     def _step(self, ctx: Context, it: int) -> float:
-        z, inertia = self._kmeans_latents(ctx, self._encode_real(ctx))
+        z, inertia = self._kmeans_latents(ctx)
         with torch.no_grad():
             ctx.state["latents"].copy_(z)
         self._set_samples(ctx)
@@ -561,15 +575,13 @@ class AutoencoderDistributionMatching(LatentDistiller):
         latents = ctx.state["latents"]
         if init == "noise":
             z = torch.randn(latents.shape, generator=self.iteration_generator(-5)).to(ctx.device)
+        elif init == "kmeans":
+            z, _ = self._kmeans_latents(ctx)
         else:
-            codes = self._encode_real(ctx)
-            if init == "kmeans":
-                z, _ = self._kmeans_latents(ctx, codes)
-            else:
-                gen = self.iteration_generator(-5)
-                rows = torch.cat([idx[torch.randperm(len(idx), generator=gen)[: self.ipc].to(idx.device)]
-                                  for idx in ctx.class_index])
-                z = codes[rows]
+            gen = self.iteration_generator(-5)
+            rows = torch.cat([idx[torch.randperm(len(idx), generator=gen)[: self.ipc].to(idx.device)]
+                              for idx in ctx.class_index])
+            z = self._encode_real(ctx, rows)
         with torch.no_grad():
             latents.copy_(z)
         latents.requires_grad_(True)

@@ -35,6 +35,7 @@ from ..training import TrainConfig, accuracy, predict_logits, resolve_device, tr
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_MIN_ACCURACY = 0.5
+CHUNK_STEPS = 20
 
 
 @dataclass
@@ -84,8 +85,8 @@ def train_teacher_model(X_model: np.ndarray, y: np.ndarray, n_classes: int, *, a
                         ) -> tuple[nn.Module, float | None, int, float]:
     """Train a teacher on model-space ``X_model`` -> (model, validation accuracy, steps, seconds).
 
-    ``max_samples`` rows (stratified draw) train it for at most ``steps`` Adam steps; ``time_budget``
-    seconds stop it after the epoch that crosses it. Warns when validation accuracy is below ``min_accuracy``.
+    ``max_samples`` rows (a random draw) train it for at most ``steps`` Adam steps; ``time_budget``
+    seconds stop it within about 20 steps of crossing it. Warns when validation accuracy is below ``min_accuracy``.
     """
     for name, value in (("teacher steps", steps), ("teacher batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -106,22 +107,34 @@ def train_teacher_model(X_model: np.ndarray, y: np.ndarray, n_classes: int, *, a
         validation = (X_model[val_rows], y[val_rows])
     net = build_model(architecture, X_model.shape[1:], n_classes, seed=random_state, **dict(model_kwargs or {}))
     cfg = TrainConfig(max_steps=int(steps), batch_size=int(batch_size), lr=float(lr), optimizer="adam")
-
-    def out_of_time(epoch: int, model: nn.Module) -> bool:
-        return time_budget is not None and time.perf_counter() - start > time_budget
-
-    result = train(net, X_model[fit_rows], y[fit_rows], cfg, device=dev, seed=random_state,
-                   callbacks=(out_of_time,), description="teacher")
+    if time_budget is None:
+        result = train(net, X_model[fit_rows], y[fit_rows], cfg, device=dev, seed=random_state, description="teacher")
+        done = result.steps
+    else:
+        # under a time budget, train on successive chunks of CHUNK_STEPS batches, checking the clock between them
+        # (the training loop can stop only between epochs; an epoch over all rows can take minutes on a CPU)
+        order, pos, done = rng.permutation(fit_rows), 0, 0
+        chunk = CHUNK_STEPS * int(batch_size)
+        while done < steps and (done == 0 or time.perf_counter() - start < time_budget):
+            if pos >= len(order):
+                order, pos = rng.permutation(fit_rows), 0
+            part = order[pos:pos + chunk]
+            pos += chunk
+            part_cfg = TrainConfig(max_steps=min(int(steps) - done, math.ceil(len(part) / int(batch_size))),
+                                   batch_size=int(batch_size), lr=float(lr), optimizer="adam")
+            result = train(net, X_model[part], y[part], part_cfg, device=dev, seed=random_state + done,
+                           description="teacher")
+            net, done = result.model, done + result.steps
     acc = None
     if validation is not None:
-        acc = accuracy(result.model, validation[0], validation[1], device=dev)
+        acc = accuracy(net, validation[0], validation[1], device=dev)
         if min_accuracy is not None and acc < min_accuracy:
-            warnings.warn(f"the soft-label teacher ({architecture}, {result.steps} steps) reached only "
+            warnings.warn(f"the soft-label teacher ({architecture}, {done} steps) reached only "
                           f"{acc:.1%} on held-out training rows (minimum {min_accuracy:.0%}); its soft labels "
                           "would mislead the student: give it more steps or another model",
                           DatadistillWarning, stacklevel=3)
-    result.model.eval()
-    return result.model, acc, result.steps, time.perf_counter() - start
+    net.eval()
+    return net, acc, done, time.perf_counter() - start
 
 
 def train_teacher(dataset: Dataset, *, model: str | None = None, model_kwargs: dict | None = None,
