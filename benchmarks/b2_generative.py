@@ -36,6 +36,7 @@ def make_set(method: str, dataset, ipc: int, seed: int, args):
               "iterations": 100_000 if name != "ae-kmeans" else 1, "model_kwargs": {"width": args.width}}
     if variant == "soft":
         params["soft_labels"] = True
+        params["temperature"] = args.temperature
     t = time.perf_counter()
     out = get_distiller(name, **params).fit(dataset)
     return out, time.perf_counter() - t
@@ -79,6 +80,7 @@ def run(args) -> dict:
                   f"eval {eval_seconds:.0f}s", flush=True)
     env = environment(args.device)
     return {"benchmark": "b2_generative", "dataset": args.dataset, "ipc": args.ipc, "budget_seconds": args.budget,
+            "soft_temperature": args.temperature,
             "evaluation": {"protocol": "dc (reduced)", "architecture": "convnet", "width": args.width,
                            "n_models": args.eval_models, "epochs": args.eval_epochs, "augmentation": "dsa"},
             "torch_threads": args.threads, "environment": env, "wall_seconds": time.perf_counter() - started,
@@ -126,7 +128,33 @@ def markdown(result: dict) -> str:
                      f"{', '.join('—' if i is None else str(i) for i in s['iterations'])} | "
                      f"{', '.join('—' if i is None else str(i) for i in s['autoencoder_steps'])} | "
                      f"{s['bytes_per_sample']} | {s['decoder_bytes'] or '—'} |")
+    lines += ["", *notes(result)]
     return "\n".join(lines) + "\n"
+
+
+def notes(result: dict) -> list[str]:
+    """What the table does not show: teacher quality, budget use, when the latent form saves storage."""
+    out = ["Notes:", ""]
+    teachers = [r["teacher"] for r in result["rows"] if r.get("teacher")]
+    if teachers:
+        accs = ", ".join(f"{100 * t['validation_accuracy']:.1f}%" for t in teachers if t.get("validation_accuracy"))
+        out.append(f"- +soft: the teacher (ConvNet, trained inside the budget: {', '.join(str(t['steps']) for t in teachers)}"
+                   f" Adam steps) reached {accs} on held-out training rows; its probabilities at temperature "
+                   f"{result.get('soft_temperature', 4.0):g} are "
+                   "stored as soft labels, and the protocol trains the student on them with plain cross entropy "
+                   "(temperature 1: evaluate_protocol does not read a temperature from the artifact).")
+    kmeans = [r for r in result["rows"] if r["method"] == "ae-kmeans"]
+    if kmeans:
+        out.append(f"- ae-kmeans stops after k-means: it used {np.mean([r['distill_seconds'] for r in kmeans]):.0f} s of "
+                   f"the {result['budget_seconds']:g} s (its autoencoder may train for 60% of the budget).")
+    latent = [r for r in result["rows"] if r.get("latent_bytes_per_sample")]
+    if latent:
+        r = latent[0]
+        saved = r["decoded_bytes_per_sample"] - r["latent_bytes_per_sample"]
+        out.append(f"- Storage: the latent form saves {saved} bytes per sample but needs the decoder "
+                   f"({r['decoder_bytes']} bytes) once, so it is smaller than the decoded set only from "
+                   f"{int(np.ceil(r['decoder_bytes'] / saved))} synthetic samples on (here {10 * result['ipc']}).")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,15 +170,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-models", type=int, default=2)
     p.add_argument("--eval-epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=4.0, help="soft-label temperature of the +soft rows")
+    p.add_argument("--tag", default="", help="suffix of the result files (b2_generative_DATASET[_TAG])")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--render", metavar="JSON", help="only re-render the Markdown table of a saved result")
     args = p.parse_args(argv)
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        Path(args.render).with_suffix(".md").write_text(markdown(result))
+        print(markdown(result))
+        return
     args.argv = argv
     args.methods = [m for m in args.methods.split(",") if m]
     result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"b2_generative_{args.dataset}"
+    stem = f"b2_generative_{args.dataset}" + (f"_{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
