@@ -64,6 +64,7 @@ _STEP_RULE = {"min_steps": MIN_STEPS, "patience_steps": PATIENCE_STEPS, "eval_ev
 RECIPES: dict[str, TrainConfig] = {
     "logreg": TrainConfig(batch_size=256, lr=1e-2, optimizer="adam", **_STEP_RULE),
     "mlp": TrainConfig(batch_size=256, lr=1e-3, optimizer="adam", **_STEP_RULE),
+    "conv1d": TrainConfig(batch_size=256, lr=1e-3, optimizer="adam", **_STEP_RULE),
     "convnet": TrainConfig(batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
     "resnet18": TrainConfig(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
 }

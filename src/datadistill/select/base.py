@@ -191,6 +191,8 @@ class Selector(Estimator):
 
     def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed if seed else None)
+        if k >= len(pool):  # nothing to choose (e.g. a pool narrowed to k rows): every method keeps all of it
+            return np.asarray(pool, dtype=np.int64), np.ones(len(pool))
         idx, w = self._select_pool(pool, k, rng)
         idx = np.asarray(idx, dtype=np.int64)
         return idx, np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64)
