@@ -79,7 +79,7 @@ def kmeans_prototypes(Z: np.ndarray, k: int, *, random_state: int, minibatch_abo
     ``engine``: "faiss", "sklearn" or "auto" (faiss when N·k > ``minibatch_above`` and faiss imports). The
     scikit-learn engine is KMeans (Lloyd, k-means++ seeding) when N·k <= ``minibatch_above``, else
     MiniBatchKMeans. ``max_iter`` defaults to 100 for scikit-learn and 20 for faiss.
-    Empty clusters are replaced by the unused samples farthest from every prototype, and sizes are then
+    Empty clusters are replaced by a seeded random draw of unused samples, and sizes are then
     recounted as the prototypes' Voronoi cells, so sizes always sum to N.
     """
     if resolve_engine(len(Z), k, engine, minibatch_above) == "faiss":
@@ -98,14 +98,12 @@ def kmeans_prototypes(Z: np.ndarray, k: int, *, random_state: int, minibatch_abo
     protos = nearest_members(Z, labels, centroids)
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     if (protos < 0).any():
+        # empty clusters (common when k is a large share of N) get a seeded random draw of unused samples, so
+        # the fill follows the data's density; filling with the farthest samples picked outliers
         Zt = torch.as_tensor(Z)
-        have = protos[protos >= 0]
-        for j in np.flatnonzero(protos < 0):
-            _, d = nearest(Zt, Zt[torch.as_tensor(have)])
-            d[torch.as_tensor(have)] = -1.0
-            far = int(torch.argmax(d))
-            protos[j] = far
-            have = np.append(have, far)
+        empty = np.flatnonzero(protos < 0)
+        unused = np.setdiff1d(np.arange(len(Z)), protos[protos >= 0])
+        protos[empty] = np.random.default_rng(random_state).choice(unused, size=len(empty), replace=False)
         idx, _ = nearest(Zt, Zt[torch.as_tensor(protos)])
         sizes = np.bincount(idx.numpy(), minlength=k).astype(np.float64)
     return protos, sizes, inertia
