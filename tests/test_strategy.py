@@ -271,6 +271,8 @@ def test_geometric_selectors_leave_probe_misclassified_rows_out_by_default(metho
     share = lambda sel: float(flip[sel.indices_].mean())  # noqa: E731
     assert share(clean) < 0.05 < share(raw)  # flipped labels stay out of the coverage set
     assert len(clean.indices_) == len(raw.indices_) == 100
-    # a budget larger than the correctly classified rows of a class falls back to the whole pool
+    # a budget larger than the correctly classified rows of a class keeps all of them, the rest comes from
+    # the misclassified ones
     big = get_selector(method, size=900, random_state=0, probe_params={"min_steps": 60}).fit(ds)
-    assert len(big.indices_) == 900
+    assert len(big.indices_) == 900 == len(np.unique(big.indices_))
+    assert set(np.flatnonzero(~big.wrong_)) <= set(big.indices_.tolist())

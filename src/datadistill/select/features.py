@@ -63,8 +63,8 @@ class FeatureSelector(Selector):
         device: "auto" (CUDA when present), "cpu" or "cuda" for the method's tensor work.
         soft_labels, temperature: store the embedding probe's class probabilities at ``temperature`` with the
             selected set (needs ``features="embedding"``).
-        drop_misclassified: leave out the rows a probe misclassifies (as long as enough rows remain in the
-            pool). A coverage set keeps about one row per region, so a wrong label there has no neighbours to
+        drop_misclassified: leave out the rows a probe misclassifies (when a class has fewer other rows than
+            its budget, all of those are kept and the method picks only the rest among the misclassified). A coverage set keeps about one row per region, so a wrong label there has no neighbours to
             outvote it, and label noise hurts a coverage set more than a random one (k-center lost 3.9 points
             to random on MNIST with 20% of the labels flipped, at 1%). The probe is the one the score
             selectors train (an MLP for ``epochs`` on the data, shared with them inside ``reuse_probes``), or
@@ -122,12 +122,15 @@ class FeatureSelector(Selector):
         return logits, saved
 
     def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Leave the probe-misclassified rows out of the pool while at least ``k`` others remain."""
-        if self.wrong_ is not None:
-            right = pool[~self.wrong_[pool]]
-            if len(right) >= k:
-                pool = right
-        return super()._select_part(pool, k, seed)
+        """Leave the probe-misclassified rows out of the pool; when fewer than ``k`` others remain, keep them
+        all and let the method choose only the rest among the misclassified rows."""
+        if self.wrong_ is None:
+            return super()._select_part(pool, k, seed)
+        right = pool[~self.wrong_[pool]]
+        if len(right) >= k:
+            return super()._select_part(right, k, seed)
+        rest, w = super()._select_part(pool[self.wrong_[pool]], k - len(right), seed)
+        return np.concatenate([right, rest]), np.concatenate([np.ones(len(right)), w])
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:
         """The pool's features as a float32 tensor on the method's device."""
