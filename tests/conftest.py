@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -17,3 +18,14 @@ def digits():
     from datadistill.data import load
 
     return load("digits")
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    """A 120-row, 3-feature, 2-class CSV with a header and a ``label`` column."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] > 0).astype(int)
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,c,label\n" + "".join(",".join(f"{v:.6f}" for v in r) + f",{t}\n" for r, t in zip(X, y)))
+    return path

@@ -14,19 +14,6 @@ def run(args, capsys):
     return code, out.out, out.err
 
 
-@pytest.fixture
-def csv_file(tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 3))
-    y = (X[:, 0] > 0).astype(int)
-    path = tmp_path / "data.csv"
-    with open(path, "w") as fh:
-        fh.write("a,b,c,label\n")
-        for row, lab in zip(X, y):
-            fh.write(",".join(f"{v:.6f}" for v in row) + f",{lab}\n")
-    return path
-
-
 def test_select_show_round_trip(tmp_path, csv_file, capsys):
     out = tmp_path / "sel"
     code, stdout, _ = run(["select", csv_file, "--method", "stratified", "--ratio", "0.25", "--out", out], capsys)

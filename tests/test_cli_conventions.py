@@ -27,19 +27,6 @@ def loaded(err):
 
 
 @pytest.fixture
-def csv_file(tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 3))
-    y = (X[:, 0] > 0).astype(int)
-    path = tmp_path / "data.csv"
-    with open(path, "w") as fh:
-        fh.write("a,b,c,label\n")
-        for row, lab in zip(X, y):
-            fh.write(",".join(f"{v:.6f}" for v in row) + f",{lab}\n")
-    return path
-
-
-@pytest.fixture
 def saved(tmp_path, csv_file, capsys):
     out = tmp_path / "sel"
     code, _, err = run(["select", csv_file, "--method", "random", "--size", "12", "--split-seed", "5",

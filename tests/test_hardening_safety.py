@@ -493,16 +493,6 @@ def test_text_helpers():
 
 
 # === 5. --overwrite replaces only what datadistill wrote ================================================
-@pytest.fixture
-def csv_file(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 3))
-    y = (X[:, 0] > 0).astype(int)
-    path = tmp_path / "data.csv"
-    path.write_text("a,b,c,label\n" + "".join(",".join(f"{v:.6f}" for v in r) + f",{t}\n" for r, t in zip(X, y)))
-    return path
-
-
 def _user_folder(path: Path, with_meta: bool = True) -> Path:
     (path / "thesis").mkdir(parents=True)
     (path / "thesis" / "chapter1.tex").write_text("years of work")
