@@ -9,7 +9,7 @@ from ..data.dataset import Dataset
 from ..errors import ConfigError
 from ..training import embed, predict_logits, resolve_device
 from .base import PROBE_NOTE, Selector
-from .memo import memoized
+from .memo import memoized, memoized_score
 
 FEATURE_SPACES = ("raw", "embedding")
 
@@ -112,13 +112,8 @@ class FeatureSelector(Selector):
 
     def _probe_logits(self, dataset: Dataset, seed: int) -> tuple[np.ndarray, float]:
         """A probe's logits on the training rows: the score selectors' probe (shared with them when memoized)."""
-        from ..scores import score_with_logits
-
-        probe = {"score": "entropy", "model": self.model, "epochs": self.epochs, "seeds": [seed],
-                 "device": self.device, **(self.probe_params or {})}
-        (_, logits), saved = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
-            dataset, "entropy", model=self.model, epochs=self.epochs, seeds=(seed,), device=self.device,
-            **(self.probe_params or {})))
+        (_, logits), saved = memoized_score(dataset, "entropy", model=self.model, epochs=self.epochs, seeds=(seed,),
+                                            device=self.device, params=self.probe_params)
         return logits, saved
 
     def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -48,3 +48,18 @@ def memoized(fingerprint: str, what: str, params: dict, compute: Callable[[], ob
     while len(cache) > cache.max_items:  # type: ignore[attr-defined]
         cache.popitem(last=False)
     return value, 0.0
+
+
+def memoized_score(dataset, score: str, *, model: str, epochs: int, seeds, device, params: dict | None = None):
+    """((scores, probe logits), seconds saved) of ``scores.score_with_logits`` under one memo key.
+
+    Score selectors and the geometric selectors' misclassified filter both come here, so inside
+    :func:`reuse_probes` a probe with the same settings is trained once for both.
+    """
+    from ..scores import score_with_logits
+
+    seeds = tuple(seeds)
+    key = {"score": score, "model": model, "epochs": epochs, "seeds": list(seeds), "device": device,
+           **(params or {})}
+    return memoized(dataset.fingerprint, "score", key, lambda: score_with_logits(
+        dataset, score, model=model, epochs=epochs, seeds=seeds, device=device, **(params or {})))

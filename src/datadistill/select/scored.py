@@ -7,7 +7,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..errors import ConfigError
 from .base import Selector, register
-from .memo import memoized
+from .memo import memoized_score
 from .strategy import DEFAULT_STRATA, STRATEGIES, choose
 
 
@@ -80,15 +80,13 @@ class ScoreSelector(Selector):
             raise ConfigError(f"{self.name}: n_strata must be at least 1, got {self.n_strata!r}")
 
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
-        from ..scores import SCORERS, score_with_logits
+        from ..scores import SCORERS
 
         self.order_ = self.order or SCORERS[self.score_name].informative
         seeds = self.seeds if self.seeds is not None else (0 if self.random_state is None else int(self.random_state),)
-        probe = {"score": self.score_name, "model": self.model, "epochs": self.epochs, "seeds": list(seeds),
-                 "device": self.device, **(self.score_params or {})}
-        (self.scores_, self.probe_logits_), self.reused_seconds_ = memoized(dataset.fingerprint, "score", probe, lambda: score_with_logits(
+        (self.scores_, self.probe_logits_), self.reused_seconds_ = memoized_score(
             dataset, self.score_name, model=self.model, epochs=self.epochs, seeds=seeds, device=self.device,
-            **(self.score_params or {})))
+            params=self.score_params)
         self._labels = dataset.y
         self.probe_error_ = float(np.mean(self.probe_logits_.argmax(axis=1) != dataset.y))
 
