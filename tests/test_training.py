@@ -143,3 +143,41 @@ def test_soft_targets_at_a_temperature_train_toward_the_teacher(digits_inputs):
     student = build_model("mlp", pre.model_shape, 10, seed=1)
     train(student, Xm, ds.y, TrainConfig(epochs=20, soft_temperature=4.0), soft_labels=soft)
     assert accuracy(student, Xt, ds.test.y) > 0.9
+
+
+def test_batch_callbacks_see_every_step_and_can_stop(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
+    losses = []
+
+    def cb(step, loss):
+        losses.append((step, loss))
+        return step == 9
+
+    per_epoch = int(np.ceil(len(ds) / 256))
+    result = train(build_model("logreg", pre.model_shape, 10, seed=0), Xm, ds.y, TrainConfig(epochs=10),
+                   batch_callbacks=[cb])
+    assert [s for s, _ in losses] == list(range(1, 10))
+    assert result.steps == 9 and result.stop_reason == "callback" and result.epochs == -(-9 // per_epoch)
+    # the epoch's loss is the batch losses weighted by batch size (the last batch is short)
+    sizes = [min(256, len(ds) - i) for i in range(0, len(ds), 256)]
+    first = [loss for _, loss in losses[:per_epoch]]
+    assert result.history[0]["loss"] == pytest.approx(np.dot(first, sizes) / len(ds), rel=1e-12)
+
+
+def test_first_epochs_of_a_run_equal_a_shorter_run(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
+    snapshots = []
+
+    def snapshot(epoch, model):
+        snapshots.append([p.detach().clone() for p in model.parameters()])
+
+    cfg = TrainConfig(epochs=4, optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128)
+    long = build_model("mlp", pre.model_shape, 10, seed=2)
+    train(long, Xm, ds.y, cfg, seed=7, callbacks=[snapshot])
+    short = build_model("mlp", pre.model_shape, 10, seed=2)
+    train(short, Xm, ds.y, TrainConfig(**{**cfg.to_dict(), "epochs": 2}), seed=7)
+    assert len(snapshots) == 4
+    for p, q in zip(snapshots[1], short.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(snapshots[3], long.parameters()):
+        assert torch.equal(p, q)

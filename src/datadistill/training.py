@@ -13,6 +13,10 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .progress import bar as progress_bar
+
+EpochCallback = Callable[[int, nn.Module], bool | None]   # f(epoch, model) -> stop?
+BatchCallback = Callable[[int, float], bool | None]       # f(step, loss) -> stop?
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -109,6 +113,155 @@ def _lr_at(cfg: TrainConfig, epoch: int, epochs: int) -> float:
     raise ConfigError(f"unknown schedule '{cfg.schedule}' (none, step, cosine)")
 
 
+@dataclass
+class _DeviceData:
+    """The training inputs, moved to the device once: features, labels, loss weights, soft targets, validation."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None
+    soft: torch.Tensor | None
+    X_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+
+    @classmethod
+    def build(cls, X, y, sample_weight, soft_labels, validation: tuple | None, dev: torch.device) -> _DeviceData:
+        Xt = as_tensor(X, dev)
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=dev)
+        if len(yt) == 0:
+            raise ConfigError("cannot train on an empty set")
+        wt = as_tensor(sample_weight, dev) if sample_weight is not None else None
+        st = as_tensor(soft_labels, dev) if soft_labels is not None else None
+        Xv = yv = None
+        if validation is not None:
+            Xv, yv = as_tensor(validation[0], dev), torch.as_tensor(np.asarray(validation[1]), device=dev)
+        return cls(Xt, yt, wt, st, Xv, yv)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.X_val is not None
+
+
+def _batch_loss(model: nn.Module, xb: torch.Tensor, idx: torch.Tensor, data: _DeviceData,
+                cfg: TrainConfig) -> torch.Tensor:
+    """Mean (or sample-weighted) loss of one batch: cross-entropy on labels, or on soft targets at a temperature."""
+    logits = model(xb)
+    if data.soft is not None:
+        T = cfg.soft_temperature
+        per = -(data.soft[idx] * torch.log_softmax(logits / T, dim=1)).sum(dim=1) * (T * T)
+    else:
+        per = nn.functional.cross_entropy(logits, data.y[idx], reduction="none", label_smoothing=cfg.label_smoothing)
+    if data.weight is None:
+        return per.mean()
+    w = data.weight[idx]
+    return (per * w).sum() / w.sum().clamp_min(1e-12)
+
+
+class _TrainingRun:
+    """The state of one :func:`train` call: optimiser, step count, best validation so far, and why it stopped.
+
+    ``stop_reason`` stays None while training goes on; the step, the epoch's end or a callback sets it.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, data: _DeviceData, dev: torch.device,
+                 augment, batch_callbacks: Sequence[BatchCallback]):
+        self.model, self.cfg, self.data, self.dev = model, cfg, data, dev
+        self.augment = augment
+        self.batch_callbacks = batch_callbacks
+        self.opt = _optimizer(model, cfg)
+        self.keep_best = cfg.early_stopping and data.has_validation
+        self.steps = 0
+        self.best_acc, self.best_epoch, self.best_step, self.best_state = -1.0, None, None, None
+        self.bad_epochs = 0
+        self.validation_seconds = 0.0
+        self.stop_reason: str | None = None
+
+    def validate(self, epoch: int) -> float:
+        """Validation accuracy now (its time kept apart); remembers the best weights when they improve."""
+        t_val = time.perf_counter()
+        acc = accuracy(self.model, self.data.X_val, self.data.y_val, device=self.dev)
+        self.model.train()
+        self.validation_seconds += time.perf_counter() - t_val
+        if acc > self.best_acc:
+            self.best_acc, self.best_epoch, self.best_step = acc, epoch, self.steps
+            if self.keep_best:
+                self.best_state = copy.deepcopy(self.model.state_dict())
+        return acc
+
+    def out_of_patience(self) -> bool:
+        cfg = self.cfg
+        return bool(cfg.patience_steps and self.best_step is not None and self.steps >= cfg.min_steps
+                    and self.steps - self.best_step >= cfg.patience_steps)
+
+    def run_epoch(self, epoch: int, epochs: int, gen: torch.Generator) -> dict:
+        """One shuffled pass over the data (cut short when a step stops training); returns its history row."""
+        for g in self.opt.param_groups:
+            g["lr"] = _lr_at(self.cfg, epoch, epochs)
+        self.model.train()
+        n, batch_size = self.data.n, self.cfg.batch_size
+        perm = torch.randperm(n, generator=gen).to(self.dev)
+        total, seen = 0.0, 0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            loss = self._step(idx, gen)
+            seen += len(idx)
+            total += loss * len(idx)
+            if self._stops_after_step(epoch, loss):
+                break
+        return {"epoch": epoch, "loss": total / max(1, seen), "steps": self.steps}
+
+    def _step(self, idx: torch.Tensor, gen: torch.Generator) -> float:
+        xb = self.data.X[idx]
+        if self.augment is not None:
+            xb = self.augment(xb, gen)
+        loss = _batch_loss(self.model, xb, idx, self.data, self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def _stops_after_step(self, epoch: int, loss: float) -> bool:
+        cfg = self.cfg
+        if self.data.has_validation and cfg.eval_every and self.steps % cfg.eval_every == 0:
+            self.validate(epoch)
+            if self.out_of_patience():
+                self.stop_reason = "patience"
+                return True
+        if any(cb(self.steps, loss) for cb in self.batch_callbacks):
+            self.stop_reason = "callback"
+            return True
+        if cfg.max_steps and self.steps >= cfg.max_steps:
+            self.stop_reason = "budget"
+            return True
+        return False
+
+    def end_epoch(self, epoch: int, row: dict) -> None:
+        """Epoch-end validation (adds ``val_accuracy`` to ``row``) and the patience rules."""
+        cfg = self.cfg
+        if not self.data.has_validation:
+            return
+        if cfg.eval_every:
+            row["val_accuracy"] = self.best_acc if self.best_acc >= 0 else None  # best so far (checked every eval_every steps)
+            return
+        before = self.best_acc
+        row["val_accuracy"] = self.validate(epoch)
+        self.bad_epochs = 0 if self.best_acc > before else self.bad_epochs + 1
+        if (cfg.patience and self.bad_epochs >= cfg.patience) or self.out_of_patience():
+            self.stop_reason = "patience"
+
+    def finish(self, epoch: int) -> None:
+        """The last validation (steps since the previous check), then the best weights back where kept."""
+        if self.data.has_validation and self.cfg.eval_every and self.steps % self.cfg.eval_every:
+            self.validate(epoch)
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+
+
 def train(
     model: nn.Module,
     X,
@@ -123,7 +276,8 @@ def train(
     seed: int = 0,
     progress: bool = False,
     description: str = "train",
-    callbacks: Sequence[Callable[[int, nn.Module], bool | None]] = (),
+    callbacks: Sequence[EpochCallback] = (),
+    batch_callbacks: Sequence[BatchCallback] = (),
 ) -> TrainResult:
     """Train ``model`` in place on model-space inputs ``X`` (N x ...) and int labels ``y``.
 
@@ -135,123 +289,43 @@ def train(
             weights of the best validation epoch are restored (early stopping).
         augment: ``f(batch, generator) -> batch`` applied to every training batch.
         seed: fixes batch order and augmentation.
-        callbacks: ``f(epoch, model)`` called after every epoch (model in train mode); returning True stops
-            training. Used e.g. to record predictions between epochs without restarting the optimiser.
+        callbacks: ``f(epoch, model)`` called after every epoch (model in train mode) unless that epoch
+            already ended training (patience, ``max_steps``); returning True stops training. Used to record
+            predictions or snapshot parameters between epochs without restarting the optimiser.
+        batch_callbacks: ``f(step, loss)`` called after every optimiser step (``step`` counts from 1,
+            ``loss`` is the batch's loss) unless that step's validation ended training; returning True
+            stops training, e.g. on a clock.
     """
     cfg = config or TrainConfig()
     dev = resolve_device(device)
     model.to(dev)
-    Xt = as_tensor(X, dev)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=dev)
-    n = len(yt)
-    if n == 0:
-        raise ConfigError("cannot train on an empty set")
-    wt = as_tensor(sample_weight, dev) if sample_weight is not None else None
-    st = as_tensor(soft_labels, dev) if soft_labels is not None else None
-    if validation is not None:
-        Xv, yv = as_tensor(validation[0], dev), torch.as_tensor(np.asarray(validation[1]), device=dev)
-    opt = _optimizer(model, cfg)
-    epochs = cfg.planned_epochs(n)
+    data = _DeviceData.build(X, y, sample_weight, soft_labels, validation, dev)
+    run = _TrainingRun(model, cfg, data, dev, augment, batch_callbacks)
+    epochs = cfg.planned_epochs(data.n)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     history: list[dict] = []
-    best_acc, best_epoch, best_step, best_state = -1.0, None, None, None
-    keep_best = cfg.early_stopping and validation is not None
-    bad_epochs = 0
-    steps = 0
-    stop_reason = "budget"
-    bar = None
-    if progress:
-        from .progress import bar as progress_bar
-
-        bar = progress_bar(epochs, desc=description, leave=False)
+    bar = progress_bar(epochs, desc=description, enabled=progress, leave=False)
     start = time.perf_counter()
-    validation_seconds = 0.0
-
-    def validate(epoch: int) -> float:
-        nonlocal validation_seconds, best_acc, best_epoch, best_step, best_state
-        t_val = time.perf_counter()
-        acc = accuracy(model, Xv, yv, device=dev)
-        model.train()
-        validation_seconds += time.perf_counter() - t_val
-        improved = acc > best_acc
-        if improved:
-            best_acc, best_epoch, best_step = acc, epoch, steps
-            if keep_best:
-                best_state = copy.deepcopy(model.state_dict())
-        return acc
-
-    def out_of_patience() -> bool:
-        return bool(cfg.patience_steps and best_step is not None and steps >= cfg.min_steps
-                    and steps - best_step >= cfg.patience_steps)
-
     epoch = 0
-    stop = False
     for epoch in range(epochs):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(cfg, epoch, epochs)
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        seen = 0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            xb = Xt[idx]
-            if augment is not None:
-                xb = augment(xb, gen)
-            logits = model(xb)
-            if st is not None:
-                T = cfg.soft_temperature
-                per = -(st[idx] * torch.log_softmax(logits / T, dim=1)).sum(dim=1) * (T * T)
-            else:
-                per = nn.functional.cross_entropy(logits, yt[idx], reduction="none",
-                                                  label_smoothing=cfg.label_smoothing)
-            loss = (per * wt[idx]).sum() / wt[idx].sum().clamp_min(1e-12) if wt is not None else per.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            seen += len(idx)
-            total += float(loss.detach()) * len(idx)
-            if validation is not None and cfg.eval_every and steps % cfg.eval_every == 0:
-                validate(epoch)
-                if out_of_patience():
-                    stop, stop_reason = True, "patience"
-                    break
-            if cfg.max_steps and steps >= cfg.max_steps:
-                stop = True
-                break
-        row = {"epoch": epoch, "loss": total / max(1, seen), "steps": steps}
-        if validation is not None and not cfg.eval_every:
-            before = best_acc
-            row["val_accuracy"] = validate(epoch)
-            bad_epochs = 0 if best_acc > before else bad_epochs + 1
-            if cfg.patience and bad_epochs >= cfg.patience:
-                stop, stop_reason = True, "patience"
-            elif out_of_patience():
-                stop, stop_reason = True, "patience"
-        elif validation is not None:
-            row["val_accuracy"] = best_acc if best_acc >= 0 else None  # best so far (checked every eval_every steps)
+        row = run.run_epoch(epoch, epochs, gen)
+        run.end_epoch(epoch, row)
         history.append(row)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if not stop and any(cb(epoch, model) for cb in callbacks):
-            stop, stop_reason = True, "callback"
-        if stop:
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if run.stop_reason is None and any(cb(epoch, model) for cb in callbacks):
+            run.stop_reason = "callback"
+        if run.stop_reason is not None:
             break
-    if validation is not None and cfg.eval_every and steps % cfg.eval_every:
-        validate(epoch)  # the last steps since the previous check
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start - validation_seconds
-    if bar is not None:
-        bar.close()
-    if keep_best and best_state is not None:
-        model.load_state_dict(best_state)
+    run.finish(epoch)
+    seconds = time.perf_counter() - start - run.validation_seconds
+    bar.close()
+    if run.keep_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
     model.eval()
-    return TrainResult(model=model, seconds=seconds, epochs=epoch + 1, steps=steps, history=history,
-                       best_epoch=best_epoch, validation_seconds=validation_seconds, best_step=best_step,
-                       stop_reason=stop_reason)
+    return TrainResult(model=model, seconds=seconds, epochs=epoch + 1, steps=run.steps, history=history,
+                       best_epoch=run.best_epoch, validation_seconds=run.validation_seconds,
+                       best_step=run.best_step, stop_reason=run.stop_reason or "budget")
 
 
 @torch.no_grad()
