@@ -70,6 +70,38 @@ def test_expert_buffer_adds_missing_experts_only(digits, tmp_path):
     assert not torch.equal(buf.trajectory(0)[0], buf.trajectory(1)[0])   # experts differ in initialisation
 
 
+def test_expert_trajectory_is_one_continuous_training(digits, buffer_dir):
+    from datadistill.data.preprocess import Preprocessor
+    from datadistill.training import TrainConfig, train
+
+    traj = ExpertBuffer.open(buffer_dir).trajectory(0)
+    X = torch.as_tensor(Preprocessor.fit(digits).transform(digits.X))
+    cfg = TrainConfig(epochs=5, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.0)
+    for epochs in (2, 5):  # the first k epochs of one run: a k-epoch run from the same seed
+        net = build_model("convnet", (1, 8, 8), 10, seed=0, **NET)
+        train(net, X, digits.y, TrainConfig(**{**cfg.to_dict(), "epochs": epochs}), device="cpu", seed=0)
+        assert torch.equal(traj[epochs], FlatNetwork(net).flatten())
+
+
+def test_expert_buffer_trains_each_expert_once_with_one_optimiser(digits, tmp_path, monkeypatch):
+    import datadistill.synth.trajectory as trajectory
+
+    calls, steps = [], []
+
+    def counted_train(*args, **kwargs):
+        calls.append(args[3].epochs)
+        return trajectory_train(*args, **kwargs, batch_callbacks=[lambda step, loss: steps.append(step)])
+
+    trajectory_train = trajectory.train
+    monkeypatch.setattr(trajectory, "train", counted_train)
+    buf = build_expert_buffer(digits, tmp_path, n_experts=2, epochs=3, model="convnet",
+                              model_kwargs={"width": 8, "depth": 2}, lr=0.01, batch_size=256, device="cpu")
+    per_expert = 3 * int(np.ceil(len(digits) / 256))
+    assert calls == [3, 3]                                   # one training per expert, not one per epoch
+    assert steps == list(range(1, per_expert + 1)) * 2       # the step count never restarts within an expert
+    assert buf.trajectory(1).shape[0] == 4                   # the initialisation and one snapshot per epoch
+
+
 def test_normalised_loss_at_iteration_zero_is_sane(digits, buffer_dir):
     still = get_distiller("mtt", ipc=1, iterations=1, buffer=buffer_dir, lr_syn_init=1e-9, **MTT).fit(digits)
     # a student that does not move is exactly one "expert move" away from the target

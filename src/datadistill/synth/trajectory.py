@@ -16,6 +16,7 @@ starting points (as in TESLA, Cui et al. 2023).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError
 from ..models import build_model
+from ..report import atomic_write
 from ..training import TrainConfig, resolve_device, train
 from .augment import DSA, strategy_for
 from .base import Context, Distiller, register
@@ -130,9 +132,45 @@ class ExpertBuffer:
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, path / MANIFEST)
+    atomic_write(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _reusable_manifest(path: Path, dataset: Dataset, model: str, model_kwargs: dict, epochs: int,
+                       recipe: dict) -> dict:
+    """The manifest of the buffer at ``path``; ArtifactError unless it was built the same way, long enough."""
+    buf = ExpertBuffer.open(path)
+    buf.check(dataset, model, model_kwargs)
+    if buf.manifest.get("recipe") != recipe:
+        raise ArtifactError(f"{path}: expert buffer was trained with {buf.manifest.get('recipe')}, not {recipe}; "
+                            "delete it or point --buffer elsewhere")
+    if buf.epochs < epochs:
+        raise ArtifactError(f"{path}: expert buffer holds {buf.epochs} epochs per expert but {epochs} are needed; "
+                            "delete it or point --buffer elsewhere")
+    return buf.manifest
+
+
+def expert_trajectory(net: nn.Module, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
+                      augment=None, device=None, seed: int = 0, progress: bool = False,
+                      description: str = "expert") -> torch.Tensor:
+    """Train ``net`` once for ``config.epochs`` epochs; its flat parameters at the start and after every epoch.
+
+    One training run with one optimiser: the parameters are snapshotted between epochs by a callback.
+
+    Returns:
+        (epochs + 1, P) float32 on the CPU; row 0 is the initialisation.
+    """
+    flat = FlatNetwork(net)
+    rows = [flat.flatten().cpu()]
+
+    def snapshot(epoch: int, model: nn.Module) -> None:
+        rows.append(flat.flatten().cpu())
+
+    result = train(net, X, y, config, augment=augment, device=device, seed=seed, progress=progress,
+                   description=description, callbacks=[snapshot])
+    if len(rows) != result.epochs + 1:
+        raise ConfigError(f"{description}: the recipe stopped early ({result.stop_reason}) after {result.epochs} "
+                          f"epochs; an expert trajectory needs one snapshot per epoch")
+    return torch.stack(rows)
 
 
 def build_expert_buffer(
@@ -163,7 +201,7 @@ def build_expert_buffer(
         lr, batch_size: the experts' plain-SGD recipe (Cazenavette et al.: lr 0.01, no momentum).
         augment: train experts with (per-sample) DSA augmentation.
         dsa_strategy: ``auto`` (all operations; no flip for one-channel images) or ``op_op_...``.
-        seed: expert ``i`` is initialised and shuffled from ``seed + i``.
+        seed: expert ``i`` is initialised and shuffled from ``seed + i`` (one training run per expert).
     """
     if n_experts < 1 or epochs < 1:
         raise ConfigError(f"an expert buffer needs n_experts >= 1 and epochs >= 1, got {n_experts} and {epochs}")
@@ -174,17 +212,9 @@ def build_expert_buffer(
     recipe = {"optimizer": "sgd", "lr": float(lr), "momentum": 0.0, "batch_size": int(batch_size),
               "augmentation": "dsa" if augment else None, "dsa": aug.to_dict() if aug is not None else None}
     if (path / MANIFEST).exists():
-        buf = ExpertBuffer.open(path)
-        buf.check(dataset, model, model_kwargs)
-        if buf.manifest.get("recipe") != recipe:
-            raise ArtifactError(f"{path}: expert buffer was trained with {buf.manifest.get('recipe')}, not {recipe}; "
-                                "delete it or point --buffer elsewhere")
-        if buf.epochs < epochs:
-            raise ArtifactError(f"{path}: expert buffer holds {buf.epochs} epochs per expert but {epochs} are needed; "
-                                "delete it or point --buffer elsewhere")
-        manifest = buf.manifest
-        if buf.n_experts >= n_experts:
-            return buf
+        manifest = _reusable_manifest(path, dataset, model, model_kwargs, epochs, recipe)
+        if len(manifest["experts"]) >= n_experts:
+            return ExpertBuffer(path, manifest)
     else:
         path.mkdir(parents=True, exist_ok=True)
         manifest = {"fingerprint": dataset.fingerprint, "source": dataset.name, "model": model,
@@ -193,25 +223,19 @@ def build_expert_buffer(
     dev = resolve_device(device)
     X = torch.as_tensor(pre.transform(dataset.X), device=dev)
     y = torch.as_tensor(dataset.y, device=dev)
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, optimizer="sgd", momentum=0.0)
-    ep = manifest["epochs"]
+    cfg = TrainConfig(epochs=manifest["epochs"], batch_size=batch_size, lr=lr, optimizer="sgd", momentum=0.0)
     for i in range(len(manifest["experts"]), n_experts):
         t0 = time.perf_counter()
         net = build_model(model, pre.model_shape, dataset.n_classes, seed=seed + i, **model_kwargs).to(dev)
-        flat = FlatNetwork(net)
-        rows = [flat.flatten().cpu()]
-        # Plain SGD has no optimiser state, so epoch-by-epoch calls equal one continuous run.
-        for e in range(ep):
-            train(net, X, y, cfg, augment=aug, device=dev, seed=(seed + i) * 100_003 + e,
-                  progress=progress, description=f"expert {i} epoch {e}")
-            rows.append(flat.flatten().cpu())
+        rows = expert_trajectory(net, X, y, cfg, augment=aug, device=dev, seed=seed + i, progress=progress,
+                                 description=f"expert {i}")
         name = f"expert_{i:03d}.pt"
-        tmp = path / (name + ".tmp")
-        torch.save(torch.stack(rows), tmp)
-        os.replace(tmp, path / name)
+        payload = io.BytesIO()
+        torch.save(rows, payload)
+        atomic_write(path / name, payload.getvalue())
         manifest["experts"].append(name)
         manifest["seconds"].append(time.perf_counter() - t0)
-        manifest["n_params"] = flat.n_params
+        manifest["n_params"] = int(rows.shape[1])
         _write_manifest(path, manifest)
     return ExpertBuffer(path, manifest)
 
