@@ -77,18 +77,14 @@ def kcenter_greedy(X: torch.Tensor, k: int, *, first: int = 0, progress: bool = 
 def kcenter_columns(XT: torch.Tensor, k: int, *, first: int = 0, progress: bool = False, trim: float = 0.0,
                     rng: np.random.Generator | None = None, d2: bool = False,
                     tile: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """:func:`kcenter_greedy` on a feature-major (d, N) tensor ``XT`` (see :func:`feature_major`); same result."""
+    """:func:`kcenter_greedy` on a feature-major (d, N) tensor ``XT`` (see :func:`feature_major`); same result.
+
+    ``XT`` may be a view of a memory-mapped file: it is only read, one column tile at a time.
+    """
     dim, n = XT.shape
     dev = XT.device
     tile = int(tile) if tile else tile_rows(n, dim, dev)
-    spans = [(s, min(s + tile, n)) for s in range(0, n, tile)]
-    sqn = torch.cat([torch.einsum("ij,ij->j", XT[:, s:e], XT[:, s:e]) for s, e in spans])
-    mind = torch.full((n,), float("inf"), device=dev, dtype=XT.dtype)
-    owner = torch.zeros(n, dtype=torch.int32, device=dev)
-    mass = torch.zeros(len(spans), dtype=torch.float64, device=dev)  # per-tile sum of mind, for D² draws
-    chosen = torch.empty(k, dtype=torch.long, device=dev)
-    C = torch.empty((k, dim), device=dev, dtype=XT.dtype)
-    csq = torch.empty(k, device=dev, dtype=XT.dtype)
+    st = _State(XT, k, tile)
     c = int(first)
     bar = None
     if progress:
@@ -96,81 +92,118 @@ def kcenter_columns(XT: torch.Tensor, k: int, *, first: int = 0, progress: bool 
 
         bar = progress_bar(k, desc="k-center", leave=False)
     gen = rng if rng is not None else np.random.default_rng(0)
-    gap, wait = 1, 0  # the pruning test is skipped for ``wait`` centres after it failed to prune
     for t in range(k):
-        chosen[t] = c
-        x = XT[:, c].contiguous()
-        C[t] = x
-        csq[t] = sqn[c]
-        xs = sqn[c]
-        rows = None
-        if t > 0 and wait == 0:
-            # Triangle inequality: if ||c - o|| >= 2 * dist(x, o) for x's current centre o, then
-            # dist(x, c) >= dist(x, o) and x cannot move; only the remaining rows need measuring.
-            dc = csq[:t] + xs - 2.0 * (C[:t] @ x)
-            mask = dc[owner] < 4.0 * mind * (1 + 1e-4) + 1e-12
-            # a column gather reads d scattered cache lines per row: it beats the streaming pass only for few rows
-            if int(mask.sum()) <= n // 32:
-                rows = torch.nonzero(mask).squeeze(1)
-                gap = 1
-            else:
-                gap = min(64, 2 * gap)
-                wait = gap
-        elif wait > 0:
-            wait -= 1
-        if rows is None:
-            for j, (s, e) in enumerate(spans):
-                d = torch.addmv(sqn[s:e] + xs, XT[:, s:e].t(), x, alpha=-2.0).clamp_(min=0)
-                m = mind[s:e]
-                closer = d < m
-                torch.where(closer, d, m, out=m)
-                owner[s:e].masked_fill_(closer, t)
-                if d2:
-                    mass[j] = m.sum(dtype=torch.float64)
-        else:
-            for s in range(0, len(rows), tile):
-                r = rows[s:s + tile]
-                d = torch.addmv(sqn[r] + xs, XT[:, r].t(), x, alpha=-2.0).clamp_(min=0)
-                m = mind[r]
-                closer = d < m
-                upd = r[closer]
-                mind[upd] = d[closer]
-                owner[upd] = t
-                if d2:
-                    mass.index_add_(0, torch.div(upd, tile, rounding_mode="floor"),
-                                    (d[closer] - m[closer]).to(torch.float64))
-        if d2:
-            mass[c // tile] -= float(mind[c])
-        mind[c] = 0.0
-        owner[c] = t
+        st.add_centre(t, c, d2)
         if t + 1 == k:
             break
-        if d2:
-            c = draw_d2(mind, mass, spans, gen)
-        elif trim > 0:
-            rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
-            target = torch.kthvalue(mind, rank).values
-            cand = torch.nonzero(mind <= target).squeeze(1)
-            c = int(cand[torch.argmax(mind[cand])])
-            if float(mind[c]) <= 0:
-                c = int(torch.argmax(mind))
-        else:
-            c = int(torch.argmax(mind))
-        if float(mind[c]) <= 0:
+        c = _next_centre(st.mind, st.mass, st.spans, gen, n, trim, d2)
+        if float(st.mind[c]) <= 0:
             # every row coincides with a centre (fewer distinct rows than k): fill up with unchosen rows
             taken = np.zeros(n, dtype=bool)
-            taken[chosen[:t + 1].cpu().numpy()] = True
-            rest = np.flatnonzero(~taken)
-            extra = gen.choice(rest, size=k - t - 1, replace=False)
-            chosen[t + 1:] = torch.as_tensor(extra, device=dev)
+            taken[st.chosen[:t + 1].cpu().numpy()] = True
+            extra = gen.choice(np.flatnonzero(~taken), size=k - t - 1, replace=False)
+            st.chosen[t + 1:] = torch.as_tensor(extra, device=dev)
             break
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    sizes = torch.bincount(owner.long(), minlength=k).cpu().numpy().astype(np.float64)
+    sizes = torch.bincount(st.owner.long(), minlength=k).cpu().numpy().astype(np.float64)
     sizes[sizes == 0] = 1.0  # fill-up duplicates stand for themselves
-    return chosen.cpu().numpy(), sizes, float(mind.max().clamp(min=0).sqrt())
+    return st.chosen.cpu().numpy(), sizes, float(st.mind.max().clamp(min=0).sqrt())
+
+
+class _State:
+    """The O(N + k·d) state of greedy k-center over a feature-major ``XT``: the running minimum distance, its
+    owner, per-tile D² masses, the chosen centres; :meth:`add_centre` makes one (possibly pruned) pass."""
+
+    def __init__(self, XT: torch.Tensor, k: int, tile: int):
+        dim, n = XT.shape
+        dev = XT.device
+        self.XT, self.tile, self.n = XT, tile, n
+        self.spans = [(s, min(s + tile, n)) for s in range(0, n, tile)]
+        self.sqn = torch.cat([torch.einsum("ij,ij->j", XT[:, s:e], XT[:, s:e]) for s, e in self.spans])
+        self.mind = torch.full((n,), float("inf"), device=dev, dtype=XT.dtype)
+        self.owner = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.mass = torch.zeros(len(self.spans), dtype=torch.float64, device=dev)  # per-tile sum of mind (D²)
+        self.chosen = torch.empty(k, dtype=torch.long, device=dev)
+        self.C = torch.empty((k, dim), device=dev, dtype=XT.dtype)
+        self.csq = torch.empty(k, device=dev, dtype=XT.dtype)
+        self.gap, self.wait = 1, 0  # the pruning test is skipped for ``wait`` centres after it failed to prune
+
+    def add_centre(self, t: int, c: int, d2: bool) -> None:
+        """Make row ``c`` centre ``t``: update every row's distance to its nearest centre."""
+        self.chosen[t] = c
+        x = self.XT[:, c].contiguous()
+        self.C[t] = x
+        self.csq[t] = self.sqn[c]
+        rows = self._candidates(t, x) if t > 0 else None
+        if rows is None:
+            self._full_pass(t, x, d2)
+        else:
+            self._rows_pass(t, x, rows, d2)
+        if d2:
+            self.mass[c // self.tile] -= float(self.mind[c])
+        self.mind[c] = 0.0
+        self.owner[c] = t
+
+    def _candidates(self, t: int, x: torch.Tensor) -> torch.Tensor | None:
+        """Rows the new centre may move, or None for a full pass (the test did not prune enough, or is resting).
+
+        Triangle inequality: if ||c - o|| >= 2 * dist(x, o) for x's current centre o, then dist(x, c) >=
+        dist(x, o) and x cannot move; only the remaining rows need measuring.
+        """
+        if self.wait > 0:
+            self.wait -= 1
+            return None
+        dc = self.csq[:t] + self.csq[t] - 2.0 * (self.C[:t] @ x)
+        mask = dc[self.owner] < 4.0 * self.mind * (1 + 1e-4) + 1e-12
+        # a column gather reads d scattered cache lines per row: it beats the streaming pass only for few rows
+        if int(mask.sum()) <= self.n // 32:
+            self.gap = 1
+            return torch.nonzero(mask).squeeze(1)
+        self.gap = min(64, 2 * self.gap)
+        self.wait = self.gap
+        return None
+
+    def _full_pass(self, t: int, x: torch.Tensor, d2: bool) -> None:
+        xs = self.csq[t]
+        for j, (s, e) in enumerate(self.spans):
+            d = torch.addmv(self.sqn[s:e] + xs, self.XT[:, s:e].t(), x, alpha=-2.0).clamp_(min=0)
+            m = self.mind[s:e]
+            closer = d < m
+            torch.where(closer, d, m, out=m)
+            self.owner[s:e].masked_fill_(closer, t)
+            if d2:
+                self.mass[j] = m.sum(dtype=torch.float64)
+
+    def _rows_pass(self, t: int, x: torch.Tensor, rows: torch.Tensor, d2: bool) -> None:
+        xs = self.csq[t]
+        for s in range(0, len(rows), self.tile):
+            r = rows[s:s + self.tile]
+            d = torch.addmv(self.sqn[r] + xs, self.XT[:, r].t(), x, alpha=-2.0).clamp_(min=0)
+            m = self.mind[r]
+            closer = d < m
+            upd = r[closer]
+            self.mind[upd] = d[closer]
+            self.owner[upd] = t
+            if d2:
+                self.mass.index_add_(0, torch.div(upd, self.tile, rounding_mode="floor"),
+                                     (d[closer] - m[closer]).to(torch.float64))
+
+
+def _next_centre(mind: torch.Tensor, mass: torch.Tensor, spans: list[tuple[int, int]], gen: np.random.Generator,
+                 n: int, trim: float, d2: bool) -> int:
+    """The next centre: a D² draw, the (1 - trim) quantile's farthest row, or the farthest row."""
+    if d2:
+        return draw_d2(mind, mass, spans, gen)
+    if trim > 0:
+        rank = max(1, int(round((1.0 - trim) * n)))  # kthvalue is 1-based, ascending
+        target = torch.kthvalue(mind, rank).values
+        cand = torch.nonzero(mind <= target).squeeze(1)
+        c = int(cand[torch.argmax(mind[cand])])
+        return c if float(mind[c]) > 0 else int(torch.argmax(mind))
+    return int(torch.argmax(mind))
 
 
 def draw_d2(mind: torch.Tensor, mass: torch.Tensor, spans: list[tuple[int, int]], gen: np.random.Generator) -> int:
