@@ -16,7 +16,9 @@ from .errors import ConfigError
 MODELS = {
     "logreg": "multinomial logistic regression (one linear layer); cheapest, convex",
     "mlp": "multi-layer perceptron, one hidden layer of 256 ReLU units by default",
-    "convnet": "DatasetCondensation ConvNet-3: 3 x (3x3 conv 128, instance norm, ReLU, 2x2 avg pool) + linear",
+    "convnet": "DatasetCondensation ConvNet-3: 3 x (3x3 conv 128, instance norm, ReLU, 2x2 avg pool) + linear; "
+               "on 1-channel 28x28 images the first conv pads by 3 (maps 32->16->8->4, a 2048-d embedding)",
+    "convnet-p1": "the ConvNet with padding 1 everywhere (1-channel 28x28 maps 28->14->7->3, a 1152-d embedding)",
     "resnet18": "ResNet-18 (instance norm, 3x3 stem) for small images",
     "conv1d": "1-D ConvNet for sequences (T, C): 3 x (conv 32/64/128, instance norm, ReLU, 2x avg pool) + global avg pool",
 }
@@ -48,15 +50,30 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ConfigError(f"unknown norm '{kind}' (instancenorm, batchnorm, none)")
 
 
-def convnet_body(in_shape: Sequence[int], width: int = 128, depth: int = 3, norm: str = "instancenorm"
-                 ) -> tuple[nn.Module, int]:
-    """The DC ConvNet feature extractor and its output dimension."""
+def first_padding(in_shape: Sequence[int]) -> int:
+    """Padding of the ConvNet's first convolution: 3 on 1-channel 28x28 images, 1 otherwise.
+
+    The DatasetCondensation protocol treats MNIST-sized images as 32x32: padding the first 3x3
+    convolution by 3 turns 28x28 into 32x32 maps, so three blocks pool to 4x4 (the published 2048-d
+    embedding at width 128) rather than 3x3 with a row and a column dropped.
+    """
+    return 3 if tuple(in_shape) == (1, 28, 28) else 1
+
+
+def convnet_body(in_shape: Sequence[int], width: int = 128, depth: int = 3, norm: str = "instancenorm",
+                 first_pad: int | None = None) -> tuple[nn.Module, int]:
+    """The DC ConvNet feature extractor and its output dimension.
+
+    ``first_pad``: padding of the first convolution; ``None``: :func:`first_padding` (the published network).
+    """
     c, h, w = in_shape
+    pad = first_padding(in_shape) if first_pad is None else first_pad
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [nn.Conv2d(c, width, 3, padding=1), _norm(norm, width), nn.ReLU(inplace=True),
+        layers += [nn.Conv2d(c, width, 3, padding=pad), _norm(norm, width), nn.ReLU(inplace=True),
                    nn.AvgPool2d(2, 2)]
-        c, h, w = width, h // 2, w // 2
+        c, h, w = width, (h + 2 * pad - 2) // 2, (w + 2 * pad - 2) // 2
+        pad = 1
     layers.append(nn.Flatten())
     return nn.Sequential(*layers), c * h * w
 
@@ -124,6 +141,16 @@ def conv1d_body(in_shape: Sequence[int], width: int = 128, depth: int = 3, norm:
     return nn.Sequential(*layers), width
 
 
+def _check_convnet_depth(name: str, input_shape: tuple[int, ...], depth: int) -> None:
+    """Refuse a depth that would pool the (padded) maps below 1x1."""
+    grow = 2 * (first_padding(input_shape) - 1) if name == "convnet" else 0
+    size = min(input_shape[1:]) + grow
+    if size < 2**depth:
+        raise ConfigError(f"{name}: depth {depth} halves the image size {depth} times, more than "
+                          f"{input_shape[1]} x {input_shape[2]} images allow; use --depth "
+                          f"{max(1, int(math.log2(size)))} or less")
+
+
 def check_model_options(name: str, **options) -> None:
     """Refuse an unknown model or option, or a ``width``, ``depth`` or ``hidden`` size below 1 (no data needed)."""
     if name not in MODELS:
@@ -164,10 +191,8 @@ def build_model(
     """
     check_model_options(name, hidden=hidden, width=width, depth=depth, norm=norm)
     input_shape = tuple(int(s) for s in input_shape)
-    if name == "convnet" and len(input_shape) == 3 and min(input_shape[1:]) < 2**depth:
-        raise ConfigError(f"convnet: depth {depth} halves the image size {depth} times, more than "
-                          f"{input_shape[1]} x {input_shape[2]} images allow; use --depth "
-                          f"{max(1, int(math.log2(min(input_shape[1:]))))} or less")
+    if name in ("convnet", "convnet-p1") and len(input_shape) == 3:
+        _check_convnet_depth(name, input_shape, depth)
     fork = torch.random.fork_rng(devices=[]) if seed is not None else None
     if fork is not None:
         fork.__enter__()
@@ -189,8 +214,9 @@ def build_model(
         if len(input_shape) != 3:
             raise ConfigError(f"model '{name}' needs images (C, H, W); this data has shape {input_shape}. "
                               "Use --model mlp or logreg for tabular data")
-        if name == "convnet":
-            body, dim = convnet_body(input_shape, width=width, depth=depth, norm=norm)
+        if name in ("convnet", "convnet-p1"):
+            body, dim = convnet_body(input_shape, width=width, depth=depth, norm=norm,
+                                     first_pad=1 if name == "convnet-p1" else None)
         else:
             body, dim = resnet18_body(input_shape, norm=norm)
         return Classifier(body, dim, n_classes)
