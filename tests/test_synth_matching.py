@@ -1,4 +1,5 @@
-"""DSA augmentation, distribution matching (dm, dm-multilayer) and gradient matching (dc, dsa) on digits."""
+"""DSA augmentation, distribution matching (dm, dm with the MMD loss, dm-multilayer) and gradient matching (dc, dsa)
+on digits; the protocol's ConvNet; periodic evaluation (eval_every) keeping the best snapshot."""
 
 from __future__ import annotations
 
@@ -86,10 +87,12 @@ def test_dsa_operations_and_strategy():
 
 
 # --- each method lowers its own loss and beats random real at the same IPC ---------------------------
-@pytest.mark.parametrize("method", ["dm", "dm-multilayer", "dc", "dsa"])
+@pytest.mark.parametrize("method", ["dm", "dm-mmd", "dm-multilayer", "dc", "dsa"])
 def test_method_lowers_its_loss_and_beats_random(method, digits, random_accuracy):
+    extra = {"loss": "mmd"} if method == "dm-mmd" else {}
+    method = method.removesuffix("-mmd")
     distilled = get_distiller(method, ipc=1, iterations=ITERATIONS[method], model_kwargs=NET, batch_real=64,
-                              random_state=0).fit(digits)
+                              random_state=0, **extra).fit(digits)
     curve = np.asarray(distilled.meta["curves"]["matching_loss"])
     assert len(curve) == ITERATIONS[method]
     assert curve[-3:].mean() < 0.9 * curve[:3].mean()
@@ -185,3 +188,140 @@ def test_resume_equals_uninterrupted(method, digits, tmp_path):
     other = digits.subset(np.arange(1000), name="other")
     with pytest.raises(ArtifactError, match="different data"):
         get_distiller(method, iterations=4, checkpoint=ckpt, **kw).fit(other)
+
+
+# --- the protocol's ConvNet ----------------------------------------------------------------------------
+def test_convnet_is_the_published_network_on_28x28_images():
+    from datadistill.models import build_model
+
+    x = torch.randn(2, 1, 28, 28)
+    net = build_model("convnet", (1, 28, 28), 10, seed=0)
+    # first convolution padded by 3: maps 32 -> 16 -> 8 -> 4, a 128 * 4 * 4 = 2048-d embedding
+    assert net.body[0].padding == (3, 3) and net.feature_dim == 2048
+    assert [tuple(o.shape) for o in block_outputs(net.body, x)] == [(2, 128, 16, 16), (2, 128, 8, 8), (2, 2048)]
+    assert tuple(net(x).shape) == (2, 10)
+    # the earlier variant stays available: padding 1 throughout, 28 -> 14 -> 7 -> 3, 1152-d
+    p1 = build_model("convnet-p1", (1, 28, 28), 10, seed=0)
+    assert p1.body[0].padding == (1, 1) and p1.feature_dim == 1152 and tuple(p1.features(x).shape) == (2, 1152)
+    # other shapes keep padding 1 (as the reference does for 32x32 colour images)
+    rgb = build_model("convnet", (3, 32, 32), 10, seed=0)
+    assert rgb.body[0].padding == (1, 1) and rgb.feature_dim == 2048
+    assert build_model("convnet", (1, 8, 8), 10, width=8, depth=2, seed=0).feature_dim == 32
+    # the padded maps allow one more block than the raw 28x28 images
+    assert build_model("convnet", (1, 28, 28), 10, width=8, depth=5, seed=0).feature_dim == 8
+    with pytest.raises(ConfigError, match="use --depth 4 or less"):
+        build_model("convnet-p1", (1, 28, 28), 10, depth=5)
+    with pytest.raises(ConfigError, match="use --depth 5 or less"):
+        build_model("convnet", (1, 28, 28), 10, depth=6)
+
+
+# --- higher-order distribution matching (loss="mmd") ---------------------------------------------------
+def test_mmd_loss_properties():
+    from datadistill.synth.distribution import mmd_loss
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 60, 16, generator=gen)
+    syn = torch.randn(3, 6, 16, generator=gen)
+    assert float(mmd_loss(real, real)) == pytest.approx(0.0, abs=1e-5)
+    near, far = float(mmd_loss(real, syn)), float(mmd_loss(real, syn + 2.0))
+    assert 0 < near < far
+    # same mean, other spread: invisible to the mean loss, seen by the kernel
+    centred = syn - syn.mean(dim=1, keepdim=True) + real.mean(dim=1, keepdim=True)
+    assert float(mmd_loss(real, 4 * centred - 3 * real.mean(dim=1, keepdim=True))) > float(mmd_loss(real, centred))
+    # a very wide kernel tends to DM's mean loss (the same learning rate carries over)
+    mean_loss = float(((real.mean(1) - (syn + 0.3).mean(1)) ** 2).sum())
+    assert float(mmd_loss(real, syn + 0.3, scales=(1e4,))) == pytest.approx(mean_loss, rel=0.02)
+
+
+def test_dm_mmd_lowers_the_mmd_of_fresh_networks(digits):
+    from datadistill.data.preprocess import Preprocessor
+    from datadistill.models import build_model
+    from datadistill.synth.distribution import mmd_loss
+
+    kw = dict(ipc=2, model_kwargs=NET, batch_real=64, random_state=0, loss="mmd")
+    start = get_distiller("dm", iterations=0, **kw).fit(digits)   # the random real samples it starts from
+    end = get_distiller("dm", iterations=40, **kw).fit(digits)
+    assert end.meta["parameters"]["loss"] == "mmd"
+    pre = Preprocessor.fit(digits)
+    real = torch.as_tensor(pre.transform(digits.X))
+    rows = torch.cat([torch.nonzero(torch.as_tensor(digits.y) == c).flatten()[:100] for c in range(10)])
+
+    def mmd(ds, seed):  # networks the distillation never drew (its seeds come from iteration hashes)
+        net = build_model("convnet", (1, 8, 8), 10, seed=10_000 + seed, **NET)
+        with torch.no_grad():
+            fr = net.features(real[rows]).reshape(10, 100, -1)
+            fs = net.features(torch.as_tensor(pre.transform(ds.X))).reshape(10, 2, -1)
+        return float(mmd_loss(fr, fs))
+
+    before = np.mean([mmd(start, s) for s in range(4)])
+    after = np.mean([mmd(end, s) for s in range(4)])
+    assert after < 0.8 * before, (before, after)
+
+
+def test_dm_loss_options_refused():
+    for bad in ({"loss": "cubic"}, {"loss": "mmd", "mmd_scales": []}, {"loss": "mmd", "mmd_scales": (1.0, -2.0)},
+                {"mmd_scales": float("nan")}):
+        with pytest.raises(ConfigError, match="loss|mmd_scales"):
+            get_distiller("dm", ipc=1, **bad).check_params()
+    get_distiller("dm", ipc=1, loss="mmd", mmd_scales=2.0).check_params()  # one number is one bandwidth
+
+
+# --- periodic evaluation keeps the best snapshot -------------------------------------------------------
+def _spoiled_after(distiller, good_steps: int, seen: dict):
+    """Make every step after ``good_steps`` add heavy noise to the samples; record the samples before each step."""
+    honest = distiller._step
+
+    def step(ctx, it):
+        seen[it] = ctx.X_syn.detach().clone()
+        seen["pre"], seen["n_real"] = ctx.preprocessor, len(ctx.X_real)
+        if it < good_steps:
+            return honest(ctx, it)
+        with torch.no_grad():
+            ctx.X_syn.add_(3.0 * torch.randn(ctx.X_syn.shape, generator=distiller.iteration_generator(it, 9)))
+        return 1.0
+
+    distiller._step = step
+
+
+def test_eval_every_keeps_the_best_snapshot(digits):
+    d = get_distiller("dm", ipc=2, iterations=24, model_kwargs=NET, batch_real=64, random_state=0, eval_every=4,
+                      eval_samples=300, eval_steps=60)
+    seen: dict = {}
+    _spoiled_after(d, 8, seen)
+    out = d.fit(digits)
+    ev = out.meta["periodic_evaluation"]
+    records = ev["records"]
+    assert [r["iteration"] for r in records] == [0, 4, 8, 12, 16, 20, 24]
+    accs = [r["val_accuracy"] for r in records]
+    assert ev["kept_val_accuracy"] == max(accs) and ev["kept_iteration"] <= 8 and ev["last_iteration"] == 24
+    assert accs[-1] < max(accs) - 0.1  # the noisy last iterate is clearly worse
+    assert ev["validation_samples"] in range(290, 311) and out.meta["timings"]["iterations_done"] == 24
+    # the artifact holds the kept iteration's samples (in the source's scale), not the last ones
+    kept = seen["pre"].inverse(seen[ev["kept_iteration"]].numpy())
+    np.testing.assert_allclose(out.X, kept, rtol=1e-5, atol=1e-4)
+    # the validation slice is held out of matching
+    assert seen["n_real"] == len(digits) - ev["validation_samples"] and out.meta["source_samples"] == len(digits)
+
+
+def test_eval_every_resume_equals_uninterrupted(digits, tmp_path):
+    kw = dict(ipc=1, model_kwargs=NET, batch_real=32, random_state=1, eval_every=3, eval_samples=200, eval_steps=20)
+    full = get_distiller("dm", iterations=8, **kw).fit(digits)
+    ckpt = tmp_path / "ev.ckpt"
+    get_distiller("dm", iterations=4, checkpoint=ckpt, checkpoint_every=4, **kw).fit(digits)
+    resumed = get_distiller("dm", iterations=8, checkpoint=ckpt, checkpoint_every=4, **kw).fit(digits)
+    drop = ("seconds_this_run",)
+    strip = lambda m: {k: v for k, v in m["periodic_evaluation"].items() if k not in drop}  # noqa: E731
+    assert strip(resumed.meta) == strip(full.meta)
+    np.testing.assert_array_equal(resumed.X, full.X)
+    # a checkpoint of a run without periodic evaluation is refused (other settings)
+    with pytest.raises(ArtifactError, match="other settings"):
+        get_distiller("dm", iterations=8, checkpoint=ckpt, **(kw | {"eval_every": 0})).fit(digits)
+
+
+def test_eval_every_bad_input(digits):
+    for bad in ({"eval_every": -1}, {"eval_every": 1.5}, {"eval_samples": 0}, {"eval_steps": 0}):
+        with pytest.raises(ConfigError, match="eval_"):
+            get_distiller("dm", ipc=1, **bad).check_params()
+    smallest = int(digits.class_counts().min())
+    with pytest.raises(DataError, match="too few to hold"):
+        get_distiller("dm", ipc=smallest, iterations=1, eval_every=1, model_kwargs=NET).fit(digits)

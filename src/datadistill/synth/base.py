@@ -31,7 +31,7 @@ from ..errors import ArtifactError, ConfigError, DataError
 from ..estimator import Estimator, as_dataset
 from ..models import build_model, check_model_options
 from ..params import check_parameter_types, check_random_state, init_parameter_names
-from ..training import resolve_device
+from ..training import TrainConfig, accuracy, resolve_device, train
 
 REGISTRY: dict[str, type[Distiller]] = {}
 TABULAR_OK = "dm, dc, bptt and krr (with --model mlp)"
@@ -89,6 +89,14 @@ class Distiller(Estimator):
             the loop stops before an iteration that would end past it and returns the samples as they are
             then, recording in ``meta["timings"]`` how many iterations ran and that the budget stopped it
             (with a checkpoint, a rerun continues from there). ``None``: run all ``iterations``.
+        eval_every: every this many iterations (and on the initial and the final samples), train a small
+            network briefly on the current samples and score it on a validation slice held out of the
+            training data; the artifact holds the best-scoring samples, not necessarily the last, and
+            ``meta["periodic_evaluation"]`` records every (iteration, val_accuracy) and the iteration kept.
+            The slice is not used for matching. ``0``: off (all training data is matched; the last samples
+            are returned).
+        eval_samples: size of the validation slice (stratified; at least one sample per class).
+        eval_steps: optimiser steps of each evaluation's training (batch 256, no augmentation).
     """
 
     name = "base"
@@ -98,7 +106,8 @@ class Distiller(Estimator):
     def __init__(self, ipc: int = 10, *, model: str = "convnet", iterations: int = 1000, lr_images: float = 1.0,
                  init: str = "real", batch_real: int = 256, device: str | None = "auto", random_state: int = 0,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
-                 model_kwargs: dict | None = None, progress: bool = False, time_budget: float | None = None):
+                 model_kwargs: dict | None = None, progress: bool = False, time_budget: float | None = None,
+                 eval_every: int = 0, eval_samples: int = 1000, eval_steps: int = 200):
         self.ipc = ipc
         self.model = model
         self.iterations = iterations
@@ -112,6 +121,9 @@ class Distiller(Estimator):
         self.model_kwargs = model_kwargs
         self.progress = progress
         self.time_budget = time_budget
+        self.eval_every = eval_every
+        self.eval_samples = eval_samples
+        self.eval_steps = eval_steps
 
     # --- helpers for subclasses -----------------------------------------------------------------
     def iteration_seed(self, it: int, stream: int = 0) -> int:
@@ -172,6 +184,9 @@ class Distiller(Estimator):
         whole("iterations", self.iterations, 0)
         whole("batch_real (--batch-real)", self.batch_real, 1)
         whole("checkpoint_every", self.checkpoint_every, 1)
+        whole("eval_every", self.eval_every, 0)
+        whole("eval_samples", self.eval_samples, 1)
+        whole("eval_steps", self.eval_steps, 1)
         check_random_state(self.random_state)
         lr = self.lr_images
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or not 0 < lr <= MAX_LR:
@@ -199,7 +214,7 @@ class Distiller(Estimator):
             if self.needs_images:
                 raise DataError(f"{self.name} needs image data; {dataset.name} is tabular. Methods that work on "
                                 f"tabular data: {TABULAR_OK}")
-            if self.model in ("convnet", "resnet18"):
+            if self.model in ("convnet", "convnet-p1", "resnet18"):
                 raise ConfigError(f"{dataset.name} is tabular: use --model mlp (or logreg) with {self.name}")
 
     # --- the loop --------------------------------------------------------------------------------
@@ -209,8 +224,32 @@ class Distiller(Estimator):
         dataset = as_dataset(dataset, y, method="fit")
         self._validate(dataset)
         dev = resolve_device(self.device)
-        pre = Preprocessor.fit(dataset)
+        train_set, val_rows = self._split_validation(dataset)
+        pre = Preprocessor.fit(train_set)
         self._check_model(pre.model_shape, dataset.n_classes)
+        ctx = self._context(train_set, pre, dev)
+        validation = None
+        if val_rows is not None:
+            validation = (torch.as_tensor(pre.transform(dataset.X[val_rows]), device=dev),
+                          torch.as_tensor(dataset.y[val_rows], device=dev))
+        self._setup(ctx)
+        run = _Run()
+        ckpt = Path(self.checkpoint) if self.checkpoint else None
+        if ckpt is not None and ckpt.exists():
+            run.start_it, run.curve, run.seconds_before = self._restore(ckpt, ctx, dataset, run)
+        self._loop(ctx, run, dataset, ckpt, fit_start, validation)
+        if run.best is not None:
+            _load_snapshot(ctx, run.best)
+        self._check_finite(ctx, run.done - 1)
+        X_out = pre.inverse(ctx.X_syn.detach().float().cpu().numpy())
+        meta = self._meta(ctx, run, dataset, dev, fit_start)
+        if validation is not None:
+            meta["periodic_evaluation"] = self._evaluation_record(run, len(val_rows))
+        return DistilledSet(X=X_out, y=ctx.y_syn.cpu().numpy(), classes=dataset.classes,
+                            soft_labels=self._soft_labels(ctx), meta=meta)
+
+    def _context(self, dataset: Dataset, pre: Preprocessor, dev: torch.device) -> Context:
+        """Real data in model space on ``dev`` and the initial synthetic samples (real draws or noise)."""
         X_real = torch.as_tensor(pre.transform(dataset.X), device=dev)
         y_real = torch.as_tensor(dataset.y, device=dev)
         K = dataset.n_classes
@@ -223,51 +262,55 @@ class Distiller(Estimator):
         else:
             X_syn = torch.randn((K * self.ipc, *X_real.shape[1:]), generator=gen).to(dev)
         y_syn = torch.arange(K, device=dev).repeat_interleave(self.ipc)
-        ctx = Context(dataset=dataset, preprocessor=pre, device=dev, X_real=X_real, y_real=y_real,
-                      class_index=class_index, X_syn=X_syn.requires_grad_(True), y_syn=y_syn, n_classes=K,
-                      input_shape=tuple(X_real.shape[1:]))
-        self._setup(ctx)
-        curve: list[dict] = []
-        start_it, seconds_before = 0, 0.0  # iterations and seconds of earlier runs (resumed from a checkpoint)
-        ckpt = Path(self.checkpoint) if self.checkpoint else None
-        if ckpt is not None and ckpt.exists():
-            start_it, curve, seconds_before = self._restore(ckpt, ctx, dataset)
-        bar = None
-        if self.progress:
-            bar = progress.bar(self.iterations, initial=start_it, desc=f"distill {self.name}")
+        return Context(dataset=dataset, preprocessor=pre, device=dev, X_real=X_real, y_real=y_real,
+                       class_index=class_index, X_syn=X_syn.requires_grad_(True), y_syn=y_syn, n_classes=K,
+                       input_shape=tuple(X_real.shape[1:]))
+
+    def _loop(self, ctx: Context, run: _Run, dataset: Dataset, ckpt: Path | None, fit_start: float,
+              validation: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """The outer iterations from ``run.start_it``: steps, periodic evaluations, checkpoints, time budget."""
+        bar = progress.bar(self.iterations, initial=run.start_it, desc=f"distill {self.name}") if self.progress else None
         budget = float(self.time_budget) if self.time_budget is not None else None
         t0 = time.perf_counter()
-        done, saved, stopped_by_budget = start_it, start_it, False
-        for it in range(start_it, self.iterations):
-            if budget is not None:
+        run.done, saved = run.start_it, run.start_it
+        if validation is not None and not run.evaluations:
+            self._evaluate(ctx, run, validation)
+        for it in range(run.start_it, self.iterations):
+            if budget is not None and it > run.start_it:
                 now = time.perf_counter()
-                per_iteration = (now - t0) / (it - start_it) if it > start_it else 0.0
-                if it > start_it and now - fit_start + per_iteration > budget:
-                    stopped_by_budget = True
+                per_iteration = (now - t0) / (it - run.start_it)
+                if now - fit_start + per_iteration + run.last_eval_seconds > budget:
+                    run.stopped_by_budget = True
                     break
             loss = float(torch.as_tensor(self._step(ctx, it)).detach())
             if not math.isfinite(loss):
                 self._diverged(it, "the matching loss")
-            curve.append({"iteration": it, "loss": loss})
-            done = it + 1
+            run.curve.append({"iteration": it, "loss": loss})
+            run.done = it + 1
+            if validation is not None and run.done % self.eval_every == 0:
+                self._evaluate(ctx, run, validation)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(self._progress_note(loss, fit_start, budget))
-            if ckpt is not None and (done % self.checkpoint_every == 0 or done == self.iterations):
+            if ckpt is not None and (run.done % self.checkpoint_every == 0 or run.done == self.iterations):
                 self._check_finite(ctx, it)
-                self._save_checkpoint(ckpt, ctx, done, curve, dataset,
-                                      seconds=_known(seconds_before) + time.perf_counter() - t0)
-                saved = done
-        if ckpt is not None and done != saved:
-            self._check_finite(ctx, done - 1)
-            self._save_checkpoint(ckpt, ctx, done, curve, dataset,
-                                  seconds=_known(seconds_before) + time.perf_counter() - t0)
+                self._save_checkpoint(ckpt, ctx, run.done, run.curve, dataset, run=run,
+                                      seconds=_known(run.seconds_before) + time.perf_counter() - t0)
+                saved = run.done
+        if validation is not None and run.evaluations[-1]["iteration"] != run.done:
+            self._evaluate(ctx, run, validation)
+        if ckpt is not None and run.done != saved:
+            self._check_finite(ctx, run.done - 1)
+            self._save_checkpoint(ckpt, ctx, run.done, run.curve, dataset, run=run,
+                                  seconds=_known(run.seconds_before) + time.perf_counter() - t0)
         if bar is not None:
             bar.close()
-        seconds = time.perf_counter() - t0
-        self._check_finite(ctx, done - 1)
-        X_out = pre.inverse(ctx.X_syn.detach().float().cpu().numpy())
-        meta = {
+        run.seconds = time.perf_counter() - t0
+
+    def _meta(self, ctx: Context, run: _Run, dataset: Dataset, dev: torch.device, fit_start: float) -> dict:
+        """The artifact's provenance: method, parameters, source, timings, learning curve and training recipe."""
+        budget = float(self.time_budget) if self.time_budget is not None else None
+        return {
             "kind": "synthetic",
             "method": self.name,
             "parameters": self.params(),
@@ -276,17 +319,66 @@ class Distiller(Estimator):
             "source": dataset.name,
             "source_fingerprint": dataset.fingerprint,
             "source_samples": len(dataset),
-            "timings": {**_run_timings(start_it, done, seconds_before, seconds),
-                        "iterations_done": done, "iterations_planned": self.iterations,
-                        "time_budget_seconds": budget, "stopped_by_time_budget": stopped_by_budget,
+            "timings": {**_run_timings(run.start_it, run.done, run.seconds_before, run.seconds),
+                        "iterations_done": run.done, "iterations_planned": self.iterations,
+                        "time_budget_seconds": budget, "stopped_by_time_budget": run.stopped_by_budget,
                         "total_seconds": time.perf_counter() - fit_start},
             "device": str(dev),
-            "curves": {"matching_loss": [r["loss"] for r in curve]},
-            "training": {"preprocessor": pre.to_dict(), "model": self.model, "model_kwargs": self._model_options(),
-                         **self._training_recipe(ctx)},
+            "curves": {"matching_loss": [r["loss"] for r in run.curve]},
+            "training": {"preprocessor": ctx.preprocessor.to_dict(), "model": self.model,
+                         "model_kwargs": self._model_options(), **self._training_recipe(ctx)},
         }
-        return DistilledSet(X=X_out, y=ctx.y_syn.cpu().numpy(), classes=dataset.classes,
-                            soft_labels=self._soft_labels(ctx), meta=meta)
+
+    # --- periodic evaluation (eval_every) -------------------------------------------------------
+    def _split_validation(self, dataset: Dataset) -> tuple[Dataset, np.ndarray | None]:
+        """With ``eval_every``: the training rows without a stratified, seeded validation slice, and that slice.
+
+        Every class gives its share of ``eval_samples`` (at least one row) and keeps at least ``ipc`` rows.
+        Without ``eval_every`` the data is returned whole.
+        """
+        if not self.eval_every:
+            return dataset, None
+        y = np.asarray(dataset.y)
+        rng = np.random.default_rng(self.iteration_seed(-2))
+        share = min(1.0, int(self.eval_samples) / len(y))
+        val = []
+        for c in range(dataset.n_classes):
+            rows = rng.permutation(np.flatnonzero(y == c))
+            k = max(1, int(round(share * len(rows))))
+            if len(rows) - k < self.ipc:
+                raise DataError(f"eval_every: class '{dataset.classes[c]}' has {len(rows)} samples, too few to "
+                                f"hold {k} out for validation and keep ipc {self.ipc}; lower eval_samples "
+                                f"(now {self.eval_samples}) or ipc, or set eval_every=0")
+            val.append(rows[:k])
+        val_rows = np.sort(np.concatenate(val))
+        keep = np.setdiff1d(np.arange(len(y)), val_rows)
+        return dataset.subset(keep, name=f"{dataset.name}[distil]"), val_rows
+
+    def _evaluate(self, ctx: Context, run: _Run, validation: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Train a fresh network briefly on the current samples, score it on the validation slice, keep the best."""
+        t = time.perf_counter()
+        iteration = run.done
+        X = ctx.X_syn.detach().float()
+        net = build_model(self.model, ctx.input_shape, ctx.n_classes, seed=self.iteration_seed(iteration, 7),
+                          **self._model_options())
+        soft = self._soft_labels(ctx)
+        result = train(net, X, ctx.y_syn.cpu().numpy(), _validation_recipe(self.model, int(self.eval_steps)), soft_labels=soft,
+                       device=ctx.device, seed=self.iteration_seed(iteration, 8))
+        acc = accuracy(result.model, validation[0], validation[1], device=ctx.device)
+        run.evaluations.append({"iteration": iteration, "val_accuracy": acc})
+        if run.best is None or acc >= run.best["val_accuracy"]:  # ties: the later, more distilled samples
+            run.best = {"iteration": iteration, "val_accuracy": acc, "X_syn": X.clone(),
+                        "state": {k: v.detach().clone() for k, v in ctx.state.items() if isinstance(v, torch.Tensor)}}
+        run.last_eval_seconds = time.perf_counter() - t
+        run.eval_seconds += run.last_eval_seconds
+
+    def _evaluation_record(self, run: _Run, n_validation: int) -> dict:
+        """meta["periodic_evaluation"]: the settings, every (iteration, val_accuracy) and the iteration kept."""
+        return {"every": int(self.eval_every), "validation_samples": int(n_validation),
+                "steps": int(self.eval_steps), "model": self.model,
+                "records": [dict(r) for r in run.evaluations], "kept_iteration": run.best["iteration"],
+                "kept_val_accuracy": run.best["val_accuracy"], "last_iteration": run.done,
+                "seconds_this_run": run.eval_seconds}
 
     def _check_model(self, input_shape: tuple[int, ...], n_classes: int) -> None:
         """Build the matching network once, so a model that does not fit the data fails before any work."""
@@ -312,10 +404,13 @@ class Distiller(Estimator):
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_key(self) -> str:
-        return json.dumps(self.params() | {"iterations": None}, sort_keys=True, default=str)
+        params = self.params() | {"iterations": None}
+        if not self.eval_every:  # off: the key of a checkpoint written before periodic evaluation existed
+            params = {k: v for k, v in params.items() if k not in ("eval_every", "eval_samples", "eval_steps")}
+        return json.dumps(params, sort_keys=True, default=str)
 
     def _save_checkpoint(self, path: Path, ctx: Context, it: int, curve: list[dict], dataset: Dataset, *,
-                         seconds: float = 0.0) -> None:
+                         seconds: float = 0.0, run: _Run | None = None) -> None:
         state = {}
         for k, v in ctx.state.items():
             if hasattr(v, "state_dict"):
@@ -325,14 +420,21 @@ class Distiller(Estimator):
         blob = {"iteration": it, "curve": curve, "X_syn": ctx.X_syn.detach().cpu(), "state": state,
                 "fingerprint": dataset.fingerprint, "method": self.name, "key": self._checkpoint_key(),
                 "seconds": float(seconds)}
+        if run is not None and run.evaluations:
+            blob["evaluations"] = [dict(r) for r in run.evaluations]
+            blob["best"] = {k: (v.cpu() if isinstance(v, torch.Tensor) else
+                                {n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v)
+                            for k, v in run.best.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, path)
 
-    def _restore(self, path: Path, ctx: Context, dataset: Dataset) -> tuple[int, list[dict], float | None]:
+    def _restore(self, path: Path, ctx: Context, dataset: Dataset, run: _Run | None = None
+                 ) -> tuple[int, list[dict], float | None]:
         """Load a checkpoint into ``ctx``: the iterations done, the learning curve and the seconds spent so far
-        (None for a checkpoint written before they were recorded)."""
+        (None for a checkpoint written before they were recorded); periodic evaluations and the best
+        snapshot so far into ``run``."""
         try:
             # weights_only: tensors, dicts, lists, tuples, strings and numbers; a pickle that would run code is refused
             blob = torch.load(path, map_location=ctx.device, weights_only=True)
@@ -359,8 +461,46 @@ class Distiller(Estimator):
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{path}: checkpoint state does not fit this run ({exc}); delete it to start "
                                 "afresh") from None
+        if run is not None and blob.get("evaluations"):
+            run.evaluations = [dict(r) for r in blob["evaluations"]]
+            best = blob["best"]
+            run.best = {"iteration": int(best["iteration"]), "val_accuracy": float(best["val_accuracy"]),
+                        "X_syn": best["X_syn"].to(ctx.device),
+                        "state": {k: v.to(ctx.device) for k, v in best["state"].items()}}
         seconds = blob.get("seconds")
         return int(blob["iteration"]), list(blob["curve"]), None if seconds is None else float(seconds)
+
+
+@dataclass
+class _Run:
+    """One fit's loop state: where it starts and ends, its learning curve, its evaluations and best snapshot."""
+
+    start_it: int = 0
+    done: int = 0
+    curve: list[dict] = field(default_factory=list)
+    seconds_before: float | None = 0.0    # of earlier runs (resumed from a checkpoint); None: not recorded
+    seconds: float = 0.0                  # of this run's loop
+    stopped_by_budget: bool = False
+    evaluations: list[dict] = field(default_factory=list)   # {"iteration", "val_accuracy"}
+    best: dict | None = None              # {"iteration", "val_accuracy", "X_syn", "state": {name: tensor}}
+    eval_seconds: float = 0.0
+    last_eval_seconds: float = 0.0
+
+
+def _load_snapshot(ctx: Context, snapshot: dict) -> None:
+    """Put a kept snapshot's samples and method tensors (learned rates, latents) back into ``ctx``."""
+    with torch.no_grad():
+        ctx.X_syn.copy_(snapshot["X_syn"].to(ctx.X_syn.device, ctx.X_syn.dtype))
+        for k, v in snapshot["state"].items():
+            ctx.state[k].copy_(v)
+
+
+def _validation_recipe(model: str, steps: int) -> TrainConfig:
+    """The short training of a periodic evaluation: ``steps`` steps, the evaluation recipe's optimiser."""
+    if model in ("convnet", "convnet-p1", "resnet18"):
+        return TrainConfig(epochs=1, batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                           schedule="step", max_steps=steps)
+    return TrainConfig(epochs=1, batch_size=256, lr=1e-3, optimizer="adam", schedule="step", max_steps=steps)
 
 
 def _known(seconds: float | None) -> float:
@@ -419,6 +559,24 @@ def _check_checkpoint(path: Path, blob: object, ctx: Context) -> None:
                 and value.shape == ctx.state[k].shape):
             continue
         raise bad(f"state entry {k!r} ({kind!r}) does not match this method's state")
+    if blob.get("evaluations"):
+        _check_checkpoint_evaluations(blob, ctx, bad)
+
+
+def _check_checkpoint_evaluations(blob: dict, ctx: Context, bad) -> None:
+    """The periodic evaluations and best snapshot of a checkpoint have the structure ``_save_checkpoint`` writes."""
+    evals, best = blob["evaluations"], blob.get("best")
+    if not isinstance(evals, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("iteration"), int) and isinstance(r.get("val_accuracy"), float)
+            for r in evals):
+        raise bad("the periodic evaluations are not a list of {iteration, val_accuracy} records")
+    if (not isinstance(best, dict) or not isinstance(best.get("iteration"), int)
+            or not isinstance(best.get("val_accuracy"), float) or not isinstance(best.get("X_syn"), torch.Tensor)
+            or tuple(best["X_syn"].shape) != tuple(ctx.X_syn.shape) or not isinstance(best.get("state"), dict)):
+        raise bad("the best snapshot is missing or does not match the synthetic samples")
+    for k, v in best["state"].items():
+        if not (isinstance(v, torch.Tensor) and isinstance(ctx.state.get(k), torch.Tensor) and v.shape == ctx.state[k].shape):
+            raise bad(f"best snapshot entry {k!r} does not match this method's state")
 
 
 def get_distiller(method: str, **params) -> Distiller:
