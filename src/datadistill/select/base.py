@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import math
 import numbers
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -148,25 +151,43 @@ class Selector(Estimator):
         self.min_per_class = min_per_class
 
     # --- hooks for subclasses ------------------------------------------------------------------
+    diagnostic_names: tuple[str, ...] = ()  # per-pool diagnostics _select_pool returns; fitted as lists
+
     def _prepare(self, dataset: Dataset, rng: np.random.Generator) -> None:
         """Compute whatever the method needs over the whole set (scores, features); default: nothing."""
 
-    def _select_pool(self, pool: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-        """Choose ``k`` of the training rows in ``pool``; return (chosen rows, weights or None)."""
+    def _select_pool(self, pool: np.ndarray, k: int, rng: np.random.Generator):
+        """Choose ``k`` of the training rows in ``pool``.
+
+        Returns ``(chosen rows, weights or None, diagnostics)`` where ``diagnostics`` maps names listed in
+        ``diagnostic_names`` to this pool's value (each becomes a fitted list, one value per pool). The older
+        two-item form ``(chosen rows, weights or None)`` is still accepted.
+        """
         raise NotImplementedError
 
     # --- the contract ---------------------------------------------------------------------------
-    def fit(self, dataset: Dataset, y=None) -> Selector:
-        """Choose the subset of ``dataset``'s training samples; ``fit(X, y)`` takes arrays (or pandas) instead."""
+    def fit(self, dataset: Dataset, y=None, *, executor: Executor | None = None) -> Selector:
+        """Choose the subset of ``dataset``'s training samples; ``fit(X, y)`` takes arrays (or pandas) instead.
+
+        ``executor``: how the independent parts and each pool's selection are mapped (default: in this
+        process, one after another); :class:`datadistill.parallel.DaskExecutor` runs them on Dask.
+        """
         dataset = as_dataset(dataset, y, method="fit")
         self.check_params()
         start = time.perf_counter()
         k = resolve_size(len(dataset), self.size, self.ratio)
         self.scores_ = None
         self._prepare(dataset, np.random.default_rng(self.random_state))
-        results = [self._select_part(pool, kc, seed) for pool, kc, seed in self.partitions(dataset, k)]
-        self._finish(dataset, results, start)
+        self._fit_parts(dataset, k, executor, start)
         return self
+
+    def _fit_parts(self, dataset: Dataset, k: int, executor: Executor | None = None,
+                   start: float | None = None) -> None:
+        """Plan the parts for a budget of ``k``, map them with ``executor`` and set the fitted attributes
+        (after ``_prepare``; choosing again with another ``k`` reuses what it computed)."""
+        start = time.perf_counter() if start is None else start
+        results = (executor or SERIAL).map_parts(self, self.partitions(dataset, k))
+        self._finish(dataset, results, start)
 
     def check_params(self) -> None:
         """Refuse a bad size, ratio or seed before any data is loaded (``fit`` calls this first)."""
@@ -190,18 +211,32 @@ class Selector(Estimator):
         return [(dataset.class_indices(c), int(kc), [*base_seed, c]) for c, kc in enumerate(budgets) if kc > 0]
 
     def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """One part: (chosen rows, weights); its diagnostics go to the part being run (see :func:`run_part`)."""
         rng = np.random.default_rng(seed if seed else None)
         if k >= len(pool):  # nothing to choose (e.g. a pool narrowed to k rows): every method keeps all of it
             return np.asarray(pool, dtype=np.int64), np.ones(len(pool))
-        idx, w = self._select_pool(pool, k, rng)
+        context = _PART.get()
+        out = (context.executor if context else SERIAL).select_pool(self, pool, k, rng)
+        idx, w = out[0], out[1]
+        if len(out) > 2 and out[2] and context is not None:  # called outside run_part: nowhere to keep them
+            for name, value in out[2].items():
+                context.diagnostics.setdefault(name, []).append(value)
         idx = np.asarray(idx, dtype=np.int64)
         return idx, np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64)
 
-    def _finish(self, dataset: Dataset, results: list[tuple[np.ndarray, np.ndarray]], start: float) -> None:
+    def _finish(self, dataset: Dataset, results: list, start: float) -> None:
+        """Set the fitted attributes from the parts' results (PartResult, or (indices, weights) pairs)."""
         self.indices_ = np.concatenate([r[0] for r in results])
         self.weights_ = np.concatenate([r[1] for r in results])
         if len(np.unique(self.indices_)) != len(self.indices_):
             raise AssertionError(f"{self.name} chose a sample twice")  # an invariant, not user input
+        for name in self.diagnostic_names:
+            setattr(self, name, [])
+        for r in results:
+            for name, values in (r.diagnostics if isinstance(r, PartResult) else {}).items():
+                if not isinstance(getattr(self, name, None), list):
+                    setattr(self, name, [])
+                getattr(self, name).extend(values)
         self.n_selected_ = len(self.indices_)
         self.seconds_ = time.perf_counter() - start
         self.source_fingerprint_ = dataset.fingerprint
@@ -241,6 +276,66 @@ class Selector(Estimator):
     def fit_transform(self, dataset: Dataset, y=None) -> DistilledSet:
         dataset = as_dataset(dataset, y, method="fit_transform")
         return self.fit(dataset).transform(dataset)
+
+
+class PartResult(NamedTuple):
+    """One part's outcome: chosen rows, their weights and the part's diagnostics (name -> values)."""
+
+    indices: np.ndarray
+    weights: np.ndarray
+    diagnostics: dict
+
+
+class _PartContext(NamedTuple):
+    executor: Executor
+    diagnostics: dict
+
+
+_PART: contextvars.ContextVar[_PartContext | None] = contextvars.ContextVar("datadistill_part", default=None)
+
+
+def run_part(selector: Selector, pool: np.ndarray, k: int, seed: list[int], executor: Executor | None = None,
+             isolate: bool = False) -> PartResult:
+    """Run one part of ``selector`` (``_select_part``), each pool chosen by ``executor.select_pool``.
+
+    ``isolate``: run on a shallow copy, as concurrent or remote parts must. Selectors written before
+    ``_select_pool`` returned diagnostics append them to list attributes instead; on an isolated copy those
+    lists start empty and what the part appended comes back in the result (a transitional path: a selector
+    that returns its diagnostics does not need it).
+    """
+    part, legacy = selector, []
+    if isolate:
+        part = copy.copy(selector)
+        legacy = [n for n, v in vars(selector).items()
+                  if n.endswith("_") and isinstance(v, list) and n not in selector.diagnostic_names]
+        for name in legacy:
+            setattr(part, name, [])
+    token = _PART.set(_PartContext(executor or SERIAL, {}))
+    try:
+        indices, weights = part._select_part(pool, k, seed)
+        diagnostics = _PART.get().diagnostics
+    finally:
+        _PART.reset(token)
+    for name in legacy:
+        if getattr(part, name):
+            diagnostics.setdefault(name, []).extend(getattr(part, name))
+    return PartResult(indices, weights, diagnostics)
+
+
+class Executor:
+    """How ``fit`` maps its work: here, in this process, part after part, each pool by the selector's own
+    (offline) algorithm. Subclasses change either step (:class:`datadistill.parallel.DaskExecutor`)."""
+
+    def map_parts(self, selector: Selector, parts: list[tuple[np.ndarray, int, list[int]]]) -> list[PartResult]:
+        """Run every (pool, budget, seed) part; results in the parts' order."""
+        return [run_part(selector, pool, k, seed, self) for pool, k, seed in parts]
+
+    def select_pool(self, selector: Selector, pool: np.ndarray, k: int, rng: np.random.Generator):
+        """Choose ``k`` rows of ``pool``: the selector's ``_select_pool``."""
+        return selector._select_pool(pool, k, rng)
+
+
+SERIAL = Executor()
 
 
 def _warn_unrepresented(dataset: Dataset, budgets: np.ndarray, k: int, per_class: str | None) -> None:

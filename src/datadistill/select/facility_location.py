@@ -119,14 +119,10 @@ class FacilityLocationSelector(FeatureSelector):
         self.n_neighbors = n_neighbors
         self.knn_backend = knn_backend
 
-    def _prepare(self, dataset, rng):
-        super()._prepare(dataset, rng)
-        self.gains_, self.objective_ = [], []
+    diagnostic_names = ("gains_", "objective_")
 
     def _select_pool(self, pool, k, rng):
         W = knn_similarity(self.features_[pool], int(self.n_neighbors), backend=self.knn_backend,
                            random_state=int(rng.integers(2**31)))
         chosen, gains, counts = facility_location_greedy(W, k, rng)
-        self.gains_.append(gains)
-        self.objective_.append(float(gains.sum()))
-        return pool[chosen], np.maximum(counts, 1.0)
+        return pool[chosen], np.maximum(counts, 1.0), {"gains_": gains, "objective_": float(gains.sum())}
