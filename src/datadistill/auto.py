@@ -692,6 +692,76 @@ class _Verifier:
                 "loses_to_random": bool(sm < rm and not is_random), "outcome": ""}
 
 
+def _check_dataset(dataset, model: str) -> None:
+    """ConfigError unless ``dataset`` is a Dataset with a test split that ``model`` can take."""
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"auto needs a datadistill Dataset, got {type(dataset).__name__}")
+    if model in ("convnet", "resnet18") and not dataset.is_image:
+        raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
+                          "Use --model mlp or logreg")
+    if dataset.test is None:
+        raise ConfigError(f"{dataset.name} has no test split; auto verifies its result on one "
+                          "(load the data with datadistill.load, which makes a stratified split)")
+
+
+def _search_deadline(s: _Search, cfg, step: float, budget: float, budget_minutes: float, verify_seeds: int,
+                     start: float) -> float:
+    """When the search must stop so that verification fits in ``budget`` seconds; ConfigError when nothing fits.
+
+    Args:
+        step: measured seconds per proxy optimiser step.
+        start: ``time.perf_counter()`` when auto began.
+    """
+    one_proxy = s.proxy_estimate(s.proxy_steps)
+    verify_steps = _verification_steps(cfg, len(s.pool))
+    reserve = 1.2 * 3 * int(verify_seeds) * verify_steps * step  # subset, full and random per seed
+    elapsed = time.perf_counter() - start
+    need = max((elapsed + 2 * one_proxy) / SEARCH_SHARE, elapsed + 2 * one_proxy + reserve)
+    if budget < need:
+        raise ConfigError(
+            f"budget_minutes={budget_minutes} is too small: one {s.model} proxy ({s.proxy_steps} optimiser "
+            f"steps at {1000 * step:.2f} ms per step, measured here) takes about {one_proxy:.1f} s and the "
+            f"search trains at least two (the full-data reference and one candidate); verification trains "
+            f"{3 * int(verify_seeds)} models of at least {verify_steps} steps (about {reserve:.0f} s), and the "
+            f"search gets at most {int(100 * SEARCH_SHARE)}% of the budget: give at least "
+            f"{math.ceil(need / 60 * 100) / 100:.2f} minutes (more leaves room for selection and the search)")
+    return start + budget - max((1 - SEARCH_SHARE) * budget, reserve)
+
+
+def _settings(s: _Search, cfg, dev: str, *, max_drop, model, search, methods, soft_labels, method_params,
+              budget_minutes, verify_seeds, random_state, command) -> dict:
+    """The run's data, options, size grid, proxy timing and verification recipe, as the search report shows them."""
+    from .evaluation import budget_rule
+
+    dataset = s.dataset
+    return {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset),
+            "pool_size": len(s.pool), "validation_size": len(s.val), "test_size": len(dataset.test),
+            "max_drop": float(max_drop), "model": model, "search": search, "methods": methods,
+            "soft_labels": bool(soft_labels), "method_params": method_params, "sizes": s.sizes,
+            "proxy_steps": s.proxy_steps, "proxy_step_seconds": s.step_seconds,
+            "budget_minutes": budget_minutes, "verify_seeds": int(verify_seeds), "random_state": int(random_state),
+            "recipe": cfg.to_dict(), "budget_rule": budget_rule(cfg), "device": dev, "command": command}
+
+
+def _auto_result(s: _Search, chosen: dict, verified_result: tuple, notes: list[str], settings: dict,
+                 timings: dict, dev: str) -> AutoResult:
+    """The AutoResult of a finished search and verification; the set's meta records the choice."""
+    from .evaluation import environment
+
+    subset, verified, verification, fallback = verified_result
+    subset.meta["timings"]["auto_seconds"] = timings["total_seconds"]
+    candidates = [{k: v for k, v in r.items() if k != "rows"} for r in s.records]
+    chosen_record = {k: v for k, v in chosen.items() if k != "rows"}
+    subset.meta["auto"] = {"search": settings["search"], "max_drop": settings["max_drop"], "chosen": chosen_record,
+                           "verified": {k: verified[k] for k in ("method", "soft", "size", "subset_mean", "subset_std",
+                                                                 "full_mean", "full_std", "random_mean", "random_std",
+                                                                 "drop", "within_drop")},
+                           "fallback": fallback, "notes": notes, "seconds": timings["total_seconds"]}
+    return AutoResult(set=subset, chosen=chosen_record, candidates=candidates, verification=verification,
+                      verified=verified, settings=settings, timings=timings, notes=notes, fallback=fallback,
+                      environment=environment(dev))
+
+
 def auto(dataset: Dataset, *, max_drop: float = 1.0, model: str = "mlp", budget_minutes: float | None = None,
          search: str = "halving", methods: Sequence[str] | str | None = None, soft_labels: bool = False,
          method_params: dict | None = None, ratios: Sequence[float] | None = None, proxy_steps: int = PROXY_STEPS,
@@ -724,28 +794,20 @@ def auto(dataset: Dataset, *, max_drop: float = 1.0, model: str = "mlp", budget_
         command: the command line, recorded in the search report.
     """
     from . import training
-    from .evaluation import budget_rule, default_recipe, environment
+    from .evaluation import default_recipe
+    from .progress import bar as progress_bar
 
     methods, method_params = check_options(
         max_drop=max_drop, model=model, budget_minutes=budget_minutes, search=search, methods=methods,
         soft_labels=soft_labels, method_params=method_params, validation_fraction=validation_fraction,
         verify_seeds=verify_seeds, proxy_steps=proxy_steps, ratios=ratios, random_state=random_state)
-    if not isinstance(dataset, Dataset):
-        raise ConfigError(f"auto needs a datadistill Dataset, got {type(dataset).__name__}")
-    if model in ("convnet", "resnet18") and not dataset.is_image:
-        raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
-                          "Use --model mlp or logreg")
-    if dataset.test is None:
-        raise ConfigError(f"{dataset.name} has no test split; auto verifies its result on one "
-                          "(load the data with datadistill.load, which makes a stratified split)")
+    _check_dataset(dataset, model)
     if out is not None:
         check_out(Path(out), overwrite)
     cfg = train_config or default_recipe(model)
     dev = str(training.resolve_device(device))
     start = time.perf_counter()
     budget = None if budget_minutes is None else 60.0 * float(budget_minutes)
-    from .progress import bar as progress_bar
-
     bar = progress_bar(desc=f"auto ({search})", unit="model", enabled=progress, leave=False)
     try:
         s = _Search(dataset, model=model, methods=methods, method_params=method_params, soft=bool(soft_labels),
@@ -753,21 +815,8 @@ def auto(dataset: Dataset, *, max_drop: float = 1.0, model: str = "mlp", budget_
                     device=dev, ratios=ratios, max_drop=max_drop, bar=bar, start=start,
                     search_deadline=None)
         step = s.time_one_step()
-        one_proxy = s.proxy_estimate(s.proxy_steps)
         if budget is not None:
-            verify_steps = _verification_steps(cfg, len(s.pool))
-            reserve = 1.2 * 3 * int(verify_seeds) * verify_steps * step  # subset, full and random per seed
-            elapsed = time.perf_counter() - start
-            need = max((elapsed + 2 * one_proxy) / SEARCH_SHARE, elapsed + 2 * one_proxy + reserve)
-            if budget < need:
-                raise ConfigError(
-                    f"budget_minutes={budget_minutes} is too small: one {model} proxy ({s.proxy_steps} optimiser "
-                    f"steps at {1000 * step:.2f} ms per step, measured here) takes about {one_proxy:.1f} s and the "
-                    f"search trains at least two (the full-data reference and one candidate); verification trains "
-                    f"{3 * int(verify_seeds)} models of at least {verify_steps} steps (about {reserve:.0f} s), and the "
-                    f"search gets at most {int(100 * SEARCH_SHARE)}% of the budget: give at least "
-                    f"{math.ceil(need / 60 * 100) / 100:.2f} minutes (more leaves room for selection and the search)")
-            s.deadline = start + budget - max((1 - SEARCH_SHARE) * budget, reserve)
+            s.deadline = _search_deadline(s, cfg, step, budget, budget_minutes, verify_seeds, start)
         setup_seconds = time.perf_counter() - start
         chosen = {"halving": _halving, "bayes": _bayes, "genetic": _genetic}[search](s)
         search_seconds = time.perf_counter() - start - setup_seconds
@@ -779,28 +828,13 @@ def auto(dataset: Dataset, *, max_drop: float = 1.0, model: str = "mlp", budget_
     finally:
         bar.close()
     total = time.perf_counter() - start
-    verify_seconds = total - setup_seconds - search_seconds
-    settings = {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset),
-                "pool_size": len(s.pool), "validation_size": len(s.val), "test_size": len(dataset.test),
-                "max_drop": float(max_drop), "model": model, "search": search, "methods": methods,
-                "soft_labels": bool(soft_labels), "method_params": method_params, "sizes": s.sizes,
-                "proxy_steps": s.proxy_steps, "proxy_step_seconds": s.step_seconds,
-                "budget_minutes": budget_minutes, "verify_seeds": int(verify_seeds), "random_state": int(random_state),
-                "recipe": cfg.to_dict(), "budget_rule": budget_rule(cfg), "device": dev, "command": command}
-    timings = {"setup_seconds": setup_seconds, "search_seconds": search_seconds, "verify_seconds": verify_seconds,
-               "selection_seconds": s.selection_seconds, "proxy_seconds": s.proxy_seconds, "total_seconds": total}
-    subset, verified, verification, fallback = result
-    subset.meta["timings"]["auto_seconds"] = total
-    candidates = [{k: v for k, v in r.items() if k != "rows"} for r in s.records]
-    chosen_record = {k: v for k, v in chosen.items() if k != "rows"}
-    res = AutoResult(set=subset, chosen=chosen_record, candidates=candidates, verification=verification,
-                     verified=verified, settings=settings, timings=timings, notes=notes, fallback=fallback,
-                     environment=environment(dev))
-    subset.meta["auto"] = {"search": search, "max_drop": float(max_drop), "chosen": chosen_record,
-                           "verified": {k: verified[k] for k in ("method", "soft", "size", "subset_mean", "subset_std",
-                                                                 "full_mean", "full_std", "random_mean", "random_std",
-                                                                 "drop", "within_drop")},
-                           "fallback": fallback, "notes": notes, "seconds": total}
+    settings = _settings(s, cfg, dev, max_drop=max_drop, model=model, search=search, methods=methods,
+                         soft_labels=soft_labels, method_params=method_params, budget_minutes=budget_minutes,
+                         verify_seeds=verify_seeds, random_state=random_state, command=command)
+    timings = {"setup_seconds": setup_seconds, "search_seconds": search_seconds,
+               "verify_seconds": total - setup_seconds - search_seconds, "selection_seconds": s.selection_seconds,
+               "proxy_seconds": s.proxy_seconds, "total_seconds": total}
+    res = _auto_result(s, chosen, result, notes, settings, timings, dev)
     if out is not None:
         res.save(out, overwrite=overwrite)
     return res
