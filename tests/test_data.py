@@ -101,6 +101,25 @@ def test_dataset_validation():
     assert ds.classes == ("3", "7")
 
 
+def test_test_split_labels_follow_the_training_codes():
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    ds = Dataset.create(X, [5, 9, 5, 9, 5, 9], test=(X[:3], [9, 5, 9]))
+    np.testing.assert_array_equal(ds.test.y, [1, 0, 1])       # renumbered the way training labels were
+    assert ds.test.classes == ("5", "9") and ds.test.name == "dataset[test]"
+    named = Dataset.create(X, ["b", "a", "b", "a", "b", "a"], test=(X[:2], ["a", "b"]))
+    np.testing.assert_array_equal(named.test.y, [0, 1])
+    with pytest.raises(DataError, match=r"test label 7 never occurs in training"):
+        Dataset.create(X, [5, 9, 5, 9, 5, 9], test=(X[:2], [5, 7]))
+    with pytest.raises(DataError, match=r"test label 'c' never occurs in training"):
+        Dataset.create(X, ["b", "a", "b", "a", "b", "a"], test=(X[:2], ["a", "c"]))
+    with pytest.raises(DataError, match="test labels outside the training classes"):
+        Dataset.create(X, [0, 1, 0, 1, 0, 1], test=(X[:2], [0, 2]))
+    with pytest.raises(DataError, match=r"test samples have shape \(1,\) but training samples \(2,\)"):
+        Dataset.create(X, [0, 1, 0, 1, 0, 1], test=(X[:2, :1], [0, 1]))
+    with pytest.raises(DataError, match=r"label in row 1 is 1.5, not an integer class"):
+        Dataset.create(X, [0.0, 1.5, 1.0, 0.0, 1.0, 0.0])
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 

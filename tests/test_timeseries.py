@@ -91,6 +91,29 @@ def test_long_csv_sorted_by_time_one_series_per_id(tmp_path):
         ts.load_long_table(tmp_path / "dup.csv")
 
 
+def test_long_table_sorts_by_date_and_timestamp_columns(tmp_path):
+    # dates as CSV text ("2024-03-02") arrive as arrow date32, which has no direct cast to int64
+    dates = ["2024-03-03", "2024-03-01", "2024-03-02"]
+    body = "".join(f"{sid},{d},{10 * k + i},{lab}\n" for k, (sid, lab) in enumerate([("a", "x"), ("b", "y")])
+                   for i, d in enumerate(dates))
+    (tmp_path / "dates.csv").write_text("id,time,v,label\n" + body)
+    ds = ts.load_long_table(tmp_path / "dates.csv")
+    np.testing.assert_array_equal(ds.X[:, :, 0], [[1, 2, 0], [11, 12, 10]])   # 03-01, 03-02, 03-03
+    stamps = [d + "T12:00:00" for d in dates]
+    (tmp_path / "stamps.csv").write_text("id,time,v,label\n" + body.replace("2024-03-0", "T").replace(
+        "T1", stamps[1]).replace("T2", stamps[2]).replace("T3", stamps[0]))
+    np.testing.assert_array_equal(ts.load_long_table(tmp_path / "stamps.csv").X, ds.X)
+    (tmp_path / "twice.csv").write_text("id,time,v,label\na,2024-03-01,1,x\na,2024-03-01,2,x\nb,2024-03-01,1,y\n")
+    with pytest.raises(DataError, match="two rows at time"):
+        ts.load_long_table(tmp_path / "twice.csv")
+
+
+def test_mixed_labels_message_shows_the_values(tmp_path):
+    (tmp_path / "mixed.csv").write_text("id,time,v,label\na,1,2,x\na,2,3,y\nb,1,1,y\nb,2,1,y\n")
+    with pytest.raises(DataError, match="id 'a' has label 'x' and, in row 1, 'y'; a sequence has one label"):
+        ts.load_long_table(tmp_path / "mixed.csv")
+
+
 def test_unequal_lengths_need_a_padding_rule(tmp_path):
     pd = pytest.importorskip("pandas")
     pd.DataFrame(_long_rows([5, 3, 4], ["x", "y", "x"])).to_csv(tmp_path / "ragged.csv", index=False)

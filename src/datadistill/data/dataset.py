@@ -64,7 +64,7 @@ def encode_labels(
         if not np.all(np.mod(y, 1) == 0):
             row = int(np.flatnonzero(np.mod(y, 1) != 0)[0])
             raise DataError(
-                f"{origin}: label in row {row} is {y[row]!r}, not an integer class; "
+                f"{origin}: label in row {row} is {y[row].item()!r}, not an integer class; "
                 "datadistill needs class labels (classification), not regression targets"
             )
         y = y.astype(np.int64)
@@ -83,6 +83,60 @@ def encode_labels(
         return codes.astype(np.int64), tuple(str(v) for v in values)
     values, codes = np.unique(y.astype(str), return_inverse=True)
     return codes.astype(np.int64), tuple(str(v) for v in values)
+
+
+def _validated_features(X, origin: str) -> np.ndarray:
+    """``X`` as float32 (features, images) or uint8 (images): DataError for non-numeric, empty, NaN, inf,
+    float32 overflow or a shape the models cannot read (``origin`` names the source in the message)."""
+    X = np.asarray(X)
+    if X.dtype == object or X.dtype.kind not in "biuf":
+        raise DataError(f"{origin}: features must be numeric, got dtype {X.dtype}")
+    if X.ndim < 2:
+        raise DataError(f"{origin}: features must be 2-D (samples x features) or images, got shape {X.shape}")
+    if len(X) == 0:
+        raise DataError(f"{origin}: the data set is empty (0 samples)")
+    check_sample_shape(X.shape[1:], origin)
+    if X.dtype.kind == "b":
+        X = X.astype(np.float32)
+    if X.dtype.kind == "f":
+        row = _first_bad_row(X)
+        if row is not None:
+            raise DataError(f"{origin}: row {row} contains NaN or infinite values; remove or impute it before distilling")
+        with np.errstate(over="ignore"):
+            X = X.astype(np.float32, copy=False)
+        row = _first_bad_row(X)
+        if row is not None:
+            raise DataError(f"{origin}: row {row} has values beyond float32's range (about 3.4e38); "
+                            "rescale the features")
+    elif X.dtype != np.uint8:
+        if X.min() >= 0 and X.max() <= 255 and X.ndim >= 3:
+            X = X.astype(np.uint8)
+        else:
+            X = X.astype(np.float32)
+    return X
+
+
+def _encode_test_labels(yt: np.ndarray, y_train: np.ndarray, y_codes: np.ndarray, names: Sequence[str],
+                        origin: str) -> np.ndarray:
+    """Test labels in the training set's codes (renumbered the way the training labels were)."""
+    if yt.dtype.kind in "iuf" and y_train.dtype.kind in "iuf":
+        yt_codes = yt.astype(np.int64)
+        if not np.array_equal(y_codes, y_train.astype(np.int64)):
+            # training labels were renumbered; renumber test labels the same way
+            values = np.unique(y_train.astype(np.int64))
+            unknown = ~np.isin(yt_codes, values)
+            if unknown.any():
+                raise DataError(f"{origin}: test label {yt[unknown][0].item()!r} never occurs in training")
+            yt_codes = np.searchsorted(values, yt_codes)
+    else:
+        lookup = {n: i for i, n in enumerate(names)}
+        try:
+            yt_codes = np.array([lookup[str(v)] for v in yt], dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(f"{origin}: test label {exc.args[0]!r} never occurs in training") from None
+    if len(yt_codes) and (yt_codes.min() < 0 or yt_codes.max() >= len(names)):
+        raise DataError(f"{origin}: test labels outside the training classes")
+    return yt_codes
 
 
 @dataclass(eq=False)
@@ -118,33 +172,7 @@ class Dataset:
     ) -> Dataset:
         """Validate arrays and build a Dataset; ``test`` may be an ``(X, y)`` pair or a Dataset."""
         origin = origin or name
-        X = np.asarray(X)
-        if X.dtype == object or X.dtype.kind not in "biuf":
-            raise DataError(f"{origin}: features must be numeric, got dtype {X.dtype}")
-        if X.ndim < 2:
-            raise DataError(f"{origin}: features must be 2-D (samples x features) or images, got shape {X.shape}")
-        if len(X) == 0:
-            raise DataError(f"{origin}: the data set is empty (0 samples)")
-        check_sample_shape(X.shape[1:], origin)
-        if X.dtype.kind == "b":
-            X = X.astype(np.float32)
-        if X.dtype.kind == "f":
-            row = _first_bad_row(X)
-            if row is not None:
-                raise DataError(
-                    f"{origin}: row {row} contains NaN or infinite values; remove or impute it before distilling"
-                )
-            with np.errstate(over="ignore"):
-                X = X.astype(np.float32, copy=False)
-            row = _first_bad_row(X)
-            if row is not None:
-                raise DataError(f"{origin}: row {row} has values beyond float32's range (about 3.4e38); "
-                                "rescale the features")
-        elif X.dtype != np.uint8:
-            if X.min() >= 0 and X.max() <= 255 and X.ndim >= 3:
-                X = X.astype(np.uint8)
-            else:
-                X = X.astype(np.float32)
+        X = _validated_features(X, origin)
         y_arr = np.asarray(y)
         if y_arr.ndim != 1:
             raise DataError(f"{origin}: labels must be one-dimensional, got shape {y_arr.shape}")
@@ -159,38 +187,15 @@ class Dataset:
                 f"{origin}: only {len(present)} class present ({', '.join(names[c] for c in present)}); "
                 "distillation needs at least two labelled classes"
             )
-        test_ds = None
-        if test is not None:
-            if isinstance(test, Dataset):
-                test_ds = test
-            else:
-                Xt, yt = test
-                Xt = np.asarray(Xt)
-                if Xt.shape[1:] != X.shape[1:]:
-                    raise DataError(
-                        f"{origin}: test samples have shape {Xt.shape[1:]} but training samples {X.shape[1:]}"
-                    )
-                yt = np.asarray(yt)
-                if yt.dtype.kind in "iuf" and y_arr.dtype.kind in "iuf":
-                    yt_codes = yt.astype(np.int64)
-                    if not np.array_equal(y_codes, y_arr.astype(np.int64)):
-                        # training labels were renumbered; renumber test labels the same way
-                        values = np.unique(y_arr.astype(np.int64))
-                        unknown = ~np.isin(yt_codes, values)
-                        if unknown.any():
-                            raise DataError(f"{origin}: test label {yt[unknown][0]!r} never occurs in training")
-                        yt_codes = np.searchsorted(values, yt_codes)
-                else:
-                    lookup = {n: i for i, n in enumerate(names)}
-                    try:
-                        yt_codes = np.array([lookup[str(v)] for v in yt], dtype=np.int64)
-                    except KeyError as exc:
-                        raise DataError(f"{origin}: test label {exc.args[0]!r} never occurs in training") from None
-                if len(yt_codes) and (yt_codes.min() < 0 or yt_codes.max() >= len(names)):
-                    raise DataError(f"{origin}: test labels outside the training classes")
-                test_ds = cls.create(
-                    Xt, yt_codes, names, name=f"{name}[test]", origin=f"{origin} (test split)", min_classes=1
-                )
+        test_ds = test
+        if test is not None and not isinstance(test, Dataset):
+            Xt, yt = test
+            Xt = np.asarray(Xt)
+            if Xt.shape[1:] != X.shape[1:]:
+                raise DataError(f"{origin}: test samples have shape {Xt.shape[1:]} but training samples {X.shape[1:]}")
+            yt_codes = _encode_test_labels(np.asarray(yt), y_arr, y_codes, names, origin)
+            test_ds = cls.create(Xt, yt_codes, names, name=f"{name}[test]", origin=f"{origin} (test split)",
+                                 min_classes=1)
         return cls(X=X, y=y_codes, classes=tuple(names), test=test_ds, name=name, info=dict(info or {}))
 
     # --- shape facts -------------------------------------------------------------------------

@@ -183,25 +183,9 @@ def _read_table(path: Path, delimiter: str | None):
         raise DataError(f"{path}: cannot parse ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
 
 
-def load_long_table(path: str | os.PathLike, *, id_column: str = "id", time_column: str = "time",
-                    value_columns: Sequence[str] | None = None, label: str = "label", pad: str | None = None,
-                    length: int | None = None, delimiter: str | None = None) -> Dataset:
-    """A long CSV/Parquet table (one row per series and time step) -> one sequence per id, sorted by time.
-
-    Args:
-        id_column: the series id; every id becomes one sample.
-        time_column: numeric or timestamp column the steps of a series are sorted by (no repeats within an id).
-        value_columns: the channels (default: every column except id, time and label).
-        label: the label column; constant within an id.
-        pad, length: what to do with series of unequal length (see :func:`pad_sequences`).
-        delimiter: CSV field separator (default ``,``).
-    """
-    import pyarrow as pa
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    table = _read_table(path, delimiter)
+def _long_table_columns(table, path: Path, id_column: str, time_column: str, label: str,
+                        value_columns: Sequence[str] | None) -> list[str]:
+    """The value columns of a long table, after checking that id, time and label exist and are never empty."""
     columns = table.column_names
     for role, col in (("id", id_column), ("time", time_column), ("label", label)):
         if col not in columns:
@@ -221,6 +205,13 @@ def load_long_table(path: str | os.PathLike, *, id_column: str = "id", time_colu
         if table.column(col).null_count:
             row = next(i for i, v in enumerate(table.column(col).to_pylist()) if v is None)
             raise DataError(f"{path}: row {row}: column '{col}' is empty")
+    return values
+
+
+def _channel_values(table, values: Sequence[str], path: Path) -> np.ndarray:
+    """The value columns as float64 (rows, channels); DataError for a non-numeric column or a missing value."""
+    import pyarrow as pa
+
     vals = []
     for c in values:
         col = table.column(c)
@@ -233,16 +224,29 @@ def load_long_table(path: str | os.PathLike, *, id_column: str = "id", time_colu
             raise DataError(f"{path}: row {int(np.flatnonzero(bad)[0])}, column '{c}' is missing, NaN or infinite; "
                             "fill or drop that row (a gap in a series is filled by you, not guessed here)")
         vals.append(arr)
-    V = np.stack(vals, axis=1)
+    return np.stack(vals, axis=1)
+
+
+def _time_values(table, time_column: str, path: Path) -> np.ndarray:
+    """The time column as numbers that sort like it (timestamps and dates as int64 ticks)."""
+    import pyarrow as pa
+
     tcol = table.column(time_column)
-    if pa.types.is_timestamp(tcol.type) or pa.types.is_date(tcol.type):
-        times = tcol.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    elif pa.types.is_integer(tcol.type) or pa.types.is_floating(tcol.type):
-        times = tcol.to_numpy(zero_copy_only=False).astype(np.float64)
-    else:
-        raise DataError(f"{path}: time column '{time_column}' is {tcol.type}, not numbers or timestamps")
-    ids = np.asarray(table.column(id_column).to_pylist()).astype(str)
-    labels = np.asarray(table.column(label).to_pylist())
+    if pa.types.is_timestamp(tcol.type):
+        return tcol.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_date(tcol.type):  # arrow casts no date to int64: days through numpy
+        return tcol.to_numpy(zero_copy_only=False).astype("datetime64[D]").astype(np.int64)
+    if pa.types.is_integer(tcol.type) or pa.types.is_floating(tcol.type):
+        return tcol.to_numpy(zero_copy_only=False).astype(np.float64)
+    raise DataError(f"{path}: time column '{time_column}' is {tcol.type}, not numbers or timestamps")
+
+
+def _series_by_id(ids: np.ndarray, times: np.ndarray, labels: np.ndarray, V: np.ndarray,
+                  path: Path) -> tuple[np.ndarray, list[np.ndarray], list]:
+    """Rows grouped per id and sorted by time -> (sorted ids, one (T_i, C) array each, one label each).
+
+    DataError for two rows of one id at the same time, or an id whose rows carry different labels.
+    """
     uid, inverse = np.unique(ids, return_inverse=True)
     order = np.lexsort((times, inverse))
     inv_sorted, t_sorted = inverse[order], times[order]
@@ -259,10 +263,36 @@ def load_long_table(path: str | os.PathLike, *, id_column: str = "id", time_colu
         lab = labels[rows]
         if np.any(lab.astype(str) != str(lab[0])):
             other = rows[int(np.flatnonzero(lab.astype(str) != str(lab[0]))[0])]
-            raise DataError(f"{path}: id '{ids[rows[0]]}' has label {lab[0]!r} and, in row {int(other)}, "
-                            f"{labels[other]!r}; a sequence has one label")
+            raise DataError(f"{path}: id '{ids[rows[0]]}' has label {lab[0].item()!r} and, in row {int(other)}, "
+                            f"{labels[other].item()!r}; a sequence has one label")
         seqs.append(V[rows])
         y.append(lab[0])
+    return uid, seqs, y
+
+
+def load_long_table(path: str | os.PathLike, *, id_column: str = "id", time_column: str = "time",
+                    value_columns: Sequence[str] | None = None, label: str = "label", pad: str | None = None,
+                    length: int | None = None, delimiter: str | None = None) -> Dataset:
+    """A long CSV/Parquet table (one row per series and time step) -> one sequence per id, sorted by time.
+
+    Args:
+        id_column: the series id; every id becomes one sample.
+        time_column: numeric or timestamp column the steps of a series are sorted by (no repeats within an id).
+        value_columns: the channels (default: every column except id, time and label).
+        label: the label column; constant within an id.
+        pad, length: what to do with series of unequal length (see :func:`pad_sequences`).
+        delimiter: CSV field separator (default ``,``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    table = _read_table(path, delimiter)
+    values = _long_table_columns(table, path, id_column, time_column, label, value_columns)
+    V = _channel_values(table, values, path)
+    times = _time_values(table, time_column, path)
+    ids = np.asarray(table.column(id_column).to_pylist()).astype(str)
+    labels = np.asarray(table.column(label).to_pylist())
+    uid, seqs, y = _series_by_id(ids, times, labels, V, path)
     X = pad_sequences(seqs, pad, length=length, names=list(uid), origin=str(path))
     info = {"source": str(path), "format": path.suffix.lower().lstrip("."), "label": label, "id_column": id_column,
             "time_column": time_column, "value_columns": values, "pad": pad, "series_ids": [str(u) for u in uid]}
