@@ -240,3 +240,55 @@ def test_bad_streams_are_refused_with_the_shard_and_column(tmp_path):
         run_stream_select(ragged, "stream-kcenter", 4, None, batch_size=4)
     with pytest.raises(ConfigError, match="--stream works with"):
         run_stream_select(shards, "kcenter", 4, None)
+
+
+def test_open_stream_refuses_bad_files_headers_and_layouts(tmp_path):
+    with pytest.raises(DataError, match="no such file or directory"):
+        open_stream(tmp_path / "missing")
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(DataError, match=r"no \.parquet shards"):
+        open_stream(tmp_path / "empty-dir")
+    (tmp_path / "data.json").write_text("{}")
+    with pytest.raises(DataError, match="unknown format '.json'"):
+        open_stream(tmp_path / "data.json")
+    path = tmp_path / "t.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty file"):
+        open_stream(path)
+    path.write_text("a,b,a,label\n1,2,3,0\n")
+    with pytest.raises(DataError, match="duplicate column name.*'a'"):
+        open_stream(path)
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="delimiter must be one character"):
+        open_stream(path, "a", delimiter=";;")
+    with pytest.raises(DataError, match="none named label/target/class/y"):
+        open_stream(path)
+    with pytest.raises(DataError, match="label column 'z' not found"):
+        open_stream(path, "z")
+    with pytest.raises(DataError, match="score column 's' not found"):
+        open_stream(path, "a", score_column="s")
+    with pytest.raises(DataError, match="no feature columns besides the label 'a'"):
+        open_stream(path, "a", score_column="b")
+    src = open_stream(path, "b")
+    assert (src.kind, src.label, src.features, src.embedding) == ("csv", "b", ["a"], None)
+    emb = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float64()))
+    one = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"emb": emb, "f": pa.array([1.0, 2.0]), "label": pa.array([0, 1])}), one)
+    with pytest.raises(DataError, match="embedding column 'emb' beside other feature columns \\(f\\)"):
+        open_stream(one)
+    pq.write_table(pa.table({"emb": pa.array([["a"], ["b"]]), "label": pa.array([0, 1])}), one)
+    with pytest.raises(DataError, match="embedding column 'emb' holds string, not numbers"):
+        open_stream(one)
+    pq.write_table(pa.table({"f": pa.array(["a", "b"]), "label": pa.array([0, 1])}), one)
+    with pytest.raises(DataError, match="column 'f' is not numeric"):
+        open_stream(one)
+    pq.write_table(pa.table({"emb": emb, "target": pa.array([0, 1])}), one)
+    src = open_stream(one)
+    assert (src.kind, src.label, src.features, src.embedding) == ("parquet", "target", ["emb"], "emb")
+
+
+def test_stream_progress_goes_through_the_progress_guard(tmp_path, capsys):
+    X, y = blobs(200, d=3, seed=12)
+    res = run_stream_select(write_shards(tmp_path, X, y), "stream-kcenter", 6, None, batch_size=64, progress=True)
+    assert len(res) == 6
+    assert capsys.readouterr().err == ""   # stderr is no terminal here: no carriage-return updates in a log

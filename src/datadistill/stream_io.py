@@ -15,7 +15,6 @@ import argparse
 import csv
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +59,82 @@ class StreamSource:
         return cols + [self.label] + ([self.score_column] if self.score_column else [])
 
 
+def _stream_files(path: Path) -> tuple[list[Path], str]:
+    """The stream's files in read order and their kind (parquet or csv)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in {".parquet", ".pq"} and p.is_file())
+        if not files:
+            raise DataError(f"{path}: no .parquet shards in this directory")
+        return files, "parquet"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or directory")
+    kind = "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
+    if kind == "csv" and path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
+        raise DataError(f"{path}: unknown format '{path.suffix}'; stream a .csv file, a .parquet file or a "
+                        "directory of .parquet shards")
+    return [path], kind
+
+
+def _column_names(first: Path, kind: str, delimiter: str) -> tuple[list[str], dict]:
+    """The first file's column names and, for Parquet, their arrow types (CSV: no types)."""
+    pa, pq, _ = _pyarrow()
+    if kind == "parquet":
+        try:
+            schema = pq.read_schema(first)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{first}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        names = list(schema.names)
+        return names, {n: schema.field(n).type for n in names}
+    if len(delimiter) != 1:
+        raise ConfigError(f"{first}: the delimiter must be one character, got {delimiter!r}")
+    try:
+        with open(first, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{first}: cannot read ({exc})") from None
+    if not header:
+        raise DataError(f"{first}: empty file (no header line)")
+    return [h.strip() for h in header], {}
+
+
+def _label_column(first: Path, names: list[str], label: str | None, score_column: str | None) -> str:
+    """The label column (given, or the first of LABEL_NAMES present), after checking names are unique."""
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DataError(f"{first}: duplicate column name(s) {', '.join(map(repr, repeated))}")
+    if label is None:
+        label = next((c for c in LABEL_NAMES if c in names), None)
+        if label is None:
+            raise DataError(f"{first}: no label column given and none named {'/'.join(LABEL_NAMES)}; columns: "
+                            f"{names}; pass --label NAME")
+    if label not in names:
+        raise DataError(f"{first}: label column '{label}' not found; columns: {names}")
+    if score_column is not None and score_column not in names:
+        raise DataError(f"{first}: score column '{score_column}' not found; columns: {names}")
+    return label
+
+
+def _embedding_column(first: Path, features: list[str], types: dict) -> str | None:
+    """The one list column holding embeddings, or None when every Parquet feature column is numeric."""
+    pa, _, _ = _pyarrow()
+    lists = [c for c in features if pa.types.is_list(types[c]) or pa.types.is_large_list(types[c])
+             or pa.types.is_fixed_size_list(types[c])]
+    if not lists:
+        for c in features:
+            if not _numeric(pa, types[c]):
+                raise DataError(f"{first}: column '{c}' is not numeric (type {types[c]}); encode it as "
+                                "numbers or drop it")
+        return None
+    if len(features) > 1:
+        raise DataError(f"{first}: embedding column '{lists[0]}' beside other feature columns "
+                        f"({', '.join(c for c in features if c != lists[0])}); give one list column or "
+                        "numeric columns only")
+    embedding = lists[0]
+    if not _numeric(pa, types[embedding].value_type):
+        raise DataError(f"{first}: embedding column '{embedding}' holds {types[embedding].value_type}, not numbers")
+    return embedding
+
+
 def open_stream(path: str | os.PathLike, label: str | None = None, *, score_column: str | None = None,
                 delimiter: str = ",") -> StreamSource:
     """Inspect ``path`` (Parquet directory or file, or CSV) and check every Parquet shard's schema.
@@ -69,71 +144,15 @@ def open_stream(path: str | os.PathLike, label: str | None = None, *, score_colu
     """
     pa, pq, _ = _pyarrow()
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in {".parquet", ".pq"} and p.is_file())
-        if not files:
-            raise DataError(f"{path}: no .parquet shards in this directory")
-        kind = "parquet"
-    elif path.is_file():
-        kind = "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"
-        if kind == "csv" and path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
-            raise DataError(f"{path}: unknown format '{path.suffix}'; stream a .csv file, a .parquet file or a "
-                            "directory of .parquet shards")
-        files = [path]
-    else:
-        raise DataError(f"{path}: no such file or directory")
-    if kind == "csv":
-        if len(delimiter) != 1:
-            raise ConfigError(f"{path}: the delimiter must be one character, got {delimiter!r}")
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh, delimiter=delimiter), None)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot read ({exc})") from None
-        if not header:
-            raise DataError(f"{path}: empty file (no header line)")
-        names = [h.strip() for h in header]
-        types = {}
-    else:
-        try:
-            schema = pq.read_schema(files[0])
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{files[0]}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-        names = list(schema.names)
-        types = {n: schema.field(n).type for n in names}
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise DataError(f"{files[0]}: duplicate column name(s) {', '.join(map(repr, repeated))}")
-    if label is None:
-        label = next((c for c in LABEL_NAMES if c in names), None)
-        if label is None:
-            raise DataError(f"{files[0]}: no label column given and none named {'/'.join(LABEL_NAMES)}; columns: "
-                            f"{names}; pass --label NAME")
-    if label not in names:
-        raise DataError(f"{files[0]}: label column '{label}' not found; columns: {names}")
-    if score_column is not None and score_column not in names:
-        raise DataError(f"{files[0]}: score column '{score_column}' not found; columns: {names}")
+    files, kind = _stream_files(path)
+    names, types = _column_names(files[0], kind, delimiter)
+    label = _label_column(files[0], names, label, score_column)
     features = [c for c in names if c not in (label, score_column)]
     if not features:
         raise DataError(f"{files[0]}: no feature columns besides the label '{label}'")
     embedding = None
     if kind == "parquet":
-        lists = [c for c in features if pa.types.is_list(types[c]) or pa.types.is_large_list(types[c])
-                 or pa.types.is_fixed_size_list(types[c])]
-        if lists:
-            if len(features) > 1:
-                raise DataError(f"{files[0]}: embedding column '{lists[0]}' beside other feature columns "
-                                f"({', '.join(c for c in features if c != lists[0])}); give one list column or "
-                                "numeric columns only")
-            embedding = lists[0]
-            if not _numeric(pa, types[embedding].value_type):
-                raise DataError(f"{files[0]}: embedding column '{embedding}' holds {types[embedding].value_type}, "
-                                "not numbers")
-        else:
-            for c in features:
-                if not _numeric(pa, types[c]):
-                    raise DataError(f"{files[0]}: column '{c}' is not numeric (type {types[c]}); encode it as "
-                                    "numbers or drop it")
+        embedding = _embedding_column(files[0], features, types)
         for shard in files[1:]:
             _check_shard(pa, pq, shard, files[0], names, types, label)
     return StreamSource(path=path, files=files, kind=kind, label=label, features=features, embedding=embedding,
@@ -330,6 +349,42 @@ def scan(source: StreamSource, batch_size: int = 65_536) -> StreamStats:
                        mean=mean, std=std, fingerprint=digest.hexdigest())
 
 
+def _class_budgets(stats: StreamStats, size: int | None, ratio: float | None, per_class: str | None,
+                   params: dict) -> tuple[int, np.ndarray | None]:
+    """The kept-row count and its split over classes, fixed from the first pass's class counts."""
+    from .select.base import allocate, apply_floor, resolve_size
+
+    k = resolve_size(stats.n_rows, size, ratio)
+    budgets = allocate(stats.counts, k, per_class)
+    if params.get("min_per_class") and budgets is not None:
+        budgets = apply_floor(budgets, stats.counts, int(params["min_per_class"]), k, stats.classes)
+    return k, budgets
+
+
+def _selection_pass(source: StreamSource, stats: StreamStats, selector, *, batch_size: int, standardize: bool,
+                    score_column: str | None, scorer, progress: bool) -> None:
+    """The second pass: every piece through ``selector.partial_fit`` (with its scores for stream-reservoir)."""
+    from .progress import bar as progress_bar
+
+    reservoir = selector.name == "stream-reservoir"
+    source.dim = 0
+    bar = progress_bar(stats.n_rows, desc="streamed", unit="row", unit_scale=True, enabled=progress)
+    try:
+        for f, offset, cols in iter_batches(source, batch_size):
+            X = batch_features(source, f, offset, cols)
+            y = stats.codes(batch_labels(source, f, offset, cols))
+            Z = (X - stats.mean) / stats.std if standardize else X
+            kw = {}
+            if reservoir and score_column is not None:
+                kw["scores"] = np.asarray(cols[score_column].to_numpy(zero_copy_only=False), dtype=np.float64)
+            elif reservoir:
+                kw["scores"], kw["wrong"] = scorer(X.astype(np.float32), y, return_wrong=True)
+            selector.partial_fit(X.astype(np.float32), y, features=Z, **kw)
+            bar.update(len(X))
+    finally:
+        bar.close()
+
+
 def run_stream_select(path: str | os.PathLike, method: str, size: int | None = None, out: str | os.PathLike | None
                       = None, *, ratio: float | None = None, label: str | None = None,
                       per_class: str | None = "proportional", batch_size: int = 65_536, standardize: bool = True,
@@ -356,7 +411,6 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
     from .data.artifact import DistilledSet
     from .select import base as select_base
     from .select import stream  # noqa: F401 - registers the streaming selectors
-    from .select.base import allocate, apply_floor, resolve_size
 
     if method not in STREAM_METHODS:
         raise ConfigError(f"--stream works with {', '.join(STREAM_METHODS)}; got '{method}'")
@@ -371,33 +425,14 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
     source = open_stream(path, label, score_column=score_column, delimiter=delimiter)
     stats = scan(source, batch_size)
     scan_seconds = time.perf_counter() - t0
-    k = resolve_size(stats.n_rows, size, ratio)
-    budgets = allocate(stats.counts, k, per_class)
-    if params.get("min_per_class") and budgets is not None:
-        budgets = apply_floor(budgets, stats.counts, int(params["min_per_class"]), k, stats.classes)
+    k, budgets = _class_budgets(stats, size, ratio, per_class, params)
     selector.set_params(size=k, ratio=None, allocation=None if budgets is None else [int(b) for b in budgets])
     scorer = None
     if method == "stream-reservoir" and score_column is None:
         scorer = _first_rows_probe(source, stats, selector, batch_size)
     t1 = time.perf_counter()
-    source.dim = 0
-    done = 0
-    for f, offset, cols in iter_batches(source, batch_size):
-        X = batch_features(source, f, offset, cols)
-        y = stats.codes(batch_labels(source, f, offset, cols))
-        Z = (X - stats.mean) / stats.std if standardize else X
-        kw = {}
-        if method == "stream-reservoir":
-            if score_column is not None:
-                kw["scores"] = np.asarray(cols[score_column].to_numpy(zero_copy_only=False), dtype=np.float64)
-            else:
-                kw["scores"], kw["wrong"] = scorer(X.astype(np.float32), y, return_wrong=True)
-        selector.partial_fit(X.astype(np.float32), y, features=Z, **kw)
-        done += len(X)
-        if progress:
-            print(f"\rstreamed {done:,} of {stats.n_rows:,} rows", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+    _selection_pass(source, stats, selector, batch_size=batch_size, standardize=standardize,
+                    score_column=score_column, scorer=scorer, progress=progress)
     result = selector.result(classes=stats.classes)
     result.meta.update({
         "source": str(path), "source_fingerprint": stats.fingerprint, "source_samples": stats.n_rows,
