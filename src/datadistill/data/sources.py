@@ -81,7 +81,9 @@ def _load_path(path: Path, label: str | None, delimiter: str | None = None) -> D
     if suffix == ".npz":
         return load_npz(path)
     if suffix == ".npy":
-        raise DataError(f"{path}: a single .npy holds no labels; save features and labels together in a .npz (X, y)")
+        raise DataError(f"{path}: a single .npy holds no labels; save features and labels together in a .npz (X, y), "
+                        "or select from it out of core: datadistill.data.select_out_of_core(path, method, "
+                        "labels=LABELS.npy, ratio=...)")
     if suffix in {".csv", ".tsv", ".txt"}:
         return load_table(path, label, delimiter=delimiter)
     if suffix in {".parquet", ".pq"}:

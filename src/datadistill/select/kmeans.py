@@ -7,6 +7,8 @@ scikit-learn's KMeans / MiniBatchKMeans. benchmarks/b3_scale.py measures both on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 
@@ -107,6 +109,68 @@ def kmeans_prototypes(Z: np.ndarray, k: int, *, random_state: int, minibatch_abo
         idx, _ = nearest(Zt, Zt[torch.as_tensor(protos)])
         sizes = np.bincount(idx.numpy(), minlength=k).astype(np.float64)
     return protos, sizes, inertia
+
+
+def streamed_kmeans_prototypes(batches: Callable[[], Iterable[tuple[int, torch.Tensor]]], take: Callable,
+                               n: int, k: int, *, random_state: int, epochs: int = 2
+                               ) -> tuple[np.ndarray, np.ndarray, float]:
+    """k-means prototypes of ``n`` rows that are only read in batches (data larger than memory).
+
+    ``batches()`` yields (first row, float32 rows) over the rows in order, every call the same rows;
+    ``take(rows)`` returns the given rows (a seeded sample of 16 rows per centroid seeds the centroids, with
+    k-means++ where affordable as :func:`faiss_kmeans` does). Then ``epochs`` passes of mini-batch k-means
+    (Sculley 2010: each centroid moves towards its batch mean at the rate batch count / running count) and
+    one assignment pass that keeps, per centroid, its nearest member. Memory: O(k·d) plus one batch.
+    Returns (prototype rows, cluster sizes, inertia of the final centroids); empty clusters are filled as in
+    :func:`kmeans_prototypes`.
+    """
+    rng = np.random.default_rng(random_state)
+    m = min(n, 16 * k)
+    sample = take(np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n))
+    init = _plusplus_init(sample, k, random_state)
+    if init is None:
+        init = sample[np.sort(rng.choice(m, k, replace=False))]
+    C = torch.tensor(np.asarray(init, dtype=np.float32))
+    counts = torch.zeros(k, dtype=torch.float64)
+    for _ in range(int(epochs)):
+        for _, B in batches():
+            idx, _ = nearest(B, C)
+            cnt = torch.bincount(idx, minlength=k)
+            sums = torch.zeros_like(C).index_add_(0, idx, B)
+            counts += cnt
+            hit = torch.nonzero(cnt).squeeze(1)
+            rate = (cnt[hit] / counts[hit]).to(C.dtype)[:, None]
+            C[hit] += rate * (sums[hit] / cnt[hit, None].to(C.dtype) - C[hit])
+    protos, sizes, inertia = _assign(batches(), C)
+    if (protos < 0).any():
+        empty = np.flatnonzero(protos < 0)
+        unused = np.setdiff1d(np.arange(n), protos[protos >= 0])
+        protos[empty] = np.random.default_rng(random_state).choice(unused, size=len(empty), replace=False)
+        P = torch.as_tensor(np.asarray(take(protos), dtype=np.float32))
+        sizes = np.zeros(k)
+        for _, B in batches():
+            sizes += np.bincount(nearest(B, P)[0].numpy(), minlength=k)
+    return protos, sizes, inertia
+
+
+def _assign(batches: Iterable[tuple[int, torch.Tensor]], C: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    """One pass: per centroid its nearest member (lowest row on ties; -1 when none), cluster sizes, inertia."""
+    k = len(C)
+    best = torch.full((k,), float("inf"))
+    row = torch.full((k,), -1, dtype=torch.long)
+    sizes = torch.zeros(k, dtype=torch.float64)
+    inertia = 0.0
+    for start, B in batches:
+        idx, dist = nearest(B, C)
+        sizes += torch.bincount(idx, minlength=k)
+        inertia += float((dist.double() ** 2).sum())
+        bd = torch.full((k,), float("inf")).scatter_reduce_(0, idx, dist, "amin")
+        at = torch.nonzero(dist == bd[idx]).squeeze(1)
+        br = torch.full((k,), len(B), dtype=torch.long).scatter_reduce_(0, idx[at], at, "amin")
+        better = bd < best
+        best[better] = bd[better]
+        row[better] = br[better] + start
+    return row.numpy(), sizes.numpy(), inertia
 
 
 @register
