@@ -60,13 +60,13 @@ def mean_std(values: list[float]) -> str:
     return f"{v.mean():.1f} ± {v.std():.1f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--strategy", default="margin")
-    p.add_argument("--diversity", default="kmeans++")
+    p.add_argument("--diversity", default="kmeans")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--initial", type=int, help="cold-start labels (default --batch-size)")
     p.add_argument("--max-labels", type=int, default=3000)
@@ -81,11 +81,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     args.initial = args.initial or args.batch_size
-    command = " ".join(["python", "benchmarks/b4_active.py", *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
+    args.command = " ".join(["python", "benchmarks/b4_active.py",
+                             *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
+    return args
+
+
+def run_seed(s: int, ds, pre, inputs, test_inputs, full: float, target: float, work: Path, args) -> dict:
+    """One seed: the active loop until the target, then random labelling on the same grid."""
+    from datadistill.active import active
+
+    t = time.perf_counter()
+    result = active(ds, work / f"{args.strategy}-seed{s}", labels="oracle", strategy=args.strategy,
+                    diversity=args.diversity, batch_size=args.batch_size, initial=args.initial,
+                    budget=args.max_labels, model=args.model, epochs=args.epochs, min_steps=args.min_steps,
+                    compare_random=False, until_accuracy=target, random_state=s, device=args.device,
+                    progress=True)
+    active_seconds = time.perf_counter() - t
+    active_points = [(p["labels"], p["accuracy"]) for p in result.curve]
+    t = time.perf_counter()
+    order = np.random.default_rng([s, 7]).permutation(len(ds))
+    random_points = []
+    for i, n in enumerate(range(args.initial, args.max_random + 1, args.batch_size)):
+        acc = train_eval(ds, pre, inputs, test_inputs, order[:n], s * 1000 + i, args)
+        random_points.append((n, acc))
+        print(f"random seed {s}: {n} labels, accuracy {acc:.4f}", flush=True)
+        if acc >= target:
+            break
+    row = {"seed": s, "full_accuracy": full,
+           "active_labels": first_reaching(active_points, target),
+           "random_labels": first_reaching(random_points, target),
+           "active_curve": active_points, "random_curve": random_points,
+           "active_seconds": active_seconds, "random_seconds": time.perf_counter() - t,
+           "query_seconds": result.labelled_set.meta["timings"]["query_seconds"]}
+    print(f"seed {s}: active {row['active_labels']} labels, random {row['random_labels']} labels", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
 
     import torch
 
-    from datadistill.active import active
     from datadistill.data.preprocess import Preprocessor
     from datadistill.evaluation import environment
 
@@ -107,35 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     full_mean = float(np.mean(list(full.values())))
     target = args.target_share * full_mean
     print(f"target: {args.target_share:.0%} of {full_mean:.4f} = {target:.4f}", flush=True)
-
-    rows = []
-    for s in seeds:
-        t = time.perf_counter()
-        result = active(ds, work / f"{args.strategy}-seed{s}", labels="oracle", strategy=args.strategy,
-                        diversity=args.diversity, batch_size=args.batch_size, initial=args.initial,
-                        budget=args.max_labels, model=args.model, epochs=args.epochs, min_steps=args.min_steps,
-                        compare_random=False, until_accuracy=target, random_state=s, device=args.device,
-                        progress=True)
-        active_seconds = time.perf_counter() - t
-        active_points = [(p["labels"], p["accuracy"]) for p in result.curve]
-        t = time.perf_counter()
-        order = np.random.default_rng([s, 7]).permutation(len(ds))
-        random_points = []
-        for i, n in enumerate(range(args.initial, args.max_random + 1, args.batch_size)):
-            acc = train_eval(ds, pre, inputs, test_inputs, order[:n], s * 1000 + i, args)
-            random_points.append((n, acc))
-            print(f"random seed {s}: {n} labels, accuracy {acc:.4f}", flush=True)
-            if acc >= target:
-                break
-        random_seconds = time.perf_counter() - t
-        rows.append({"seed": s, "full_accuracy": full[s],
-                     "active_labels": first_reaching(active_points, target),
-                     "random_labels": first_reaching(random_points, target),
-                     "active_curve": active_points, "random_curve": random_points,
-                     "active_seconds": active_seconds, "random_seconds": random_seconds,
-                     "query_seconds": result.labelled_set.meta["timings"]["query_seconds"]})
-        r = rows[-1]
-        print(f"seed {s}: active {r['active_labels']} labels, random {r['random_labels']} labels", flush=True)
+    rows = [run_seed(s, ds, pre, inputs, test_inputs, full[s], target, work, args) for s in seeds]
 
     total_seconds = time.perf_counter() - start_all
     env = environment(args.device)
@@ -149,12 +157,24 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_of_means": (float(np.mean([r["random_labels"] for r in reached]) /
                            np.mean([r["active_labels"] for r in reached])) if reached else None),
     }
-    doc = {"benchmark": "b4_active", "command": command, "environment": env, "threads": args.threads,
-           "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "summary": summary, "seeds": rows, "total_seconds": total_seconds}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "command"}
+    doc = {"benchmark": "b4_active", "command": args.command, "environment": env, "threads": args.threads,
+           "settings": settings, "summary": summary, "seeds": rows, "total_seconds": total_seconds}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"b4_active_{tag}.json").write_text(json.dumps(doc, indent=1) + "\n")
     plot(rows, target, full_mean, args, args.out / f"b4_active_{tag}.png")
+    text = report(rows, summary, ratios, path, ds, env, seeds, total_seconds, args)
+    (args.out / f"b4_active_{tag}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def report(rows, summary, ratios, path: Path, ds, env, seeds, total_seconds: float, args) -> str:
+    """The markdown results file."""
+    tag, full_mean, target = summary["dataset"], summary["full_accuracy_mean"], summary["target_accuracy"]
+    reached = [r for r in rows if r["active_labels"] and r["random_labels"]]
+    spread = {"kmeans": "k-means on them, the row nearest each centre", "kmeans++": "k-means++ (D²) sampling",
+              "kcenter": "farthest-first k-center", "none": "none (top-k)"}.get(args.diversity, args.diversity)
 
     def fmt(v):
         return "not reached" if v is None else f"{v:,}"
@@ -166,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(ds.classes)} classes",
         f"- model: {args.model}, probe recipe (Adam, {args.epochs} epochs raised to at least {args.min_steps} "
         "optimiser steps), retrained from scratch on every labelled set; the same recipe for full, active and random",
-        f"- active: strategy {args.strategy}, diversity {args.diversity} among the 10 x batch most uncertain rows; "
-        f"k-means cold start of {args.initial} labels, then batches of {args.batch_size}",
+        f"- active: strategy {args.strategy}; the 10 x batch most uncertain rows are the candidates, diversity "
+        f"{args.diversity} ({spread}) in the model's embedding; k-means cold start of {args.initial} labels, "
+        f"then batches of {args.batch_size}",
         f"- random: the first n rows of a seeded random order, n on the same grid ({args.initial}, "
         f"{args.initial + args.batch_size}, ...)",
         f"- target: {args.target_share:.0%} of the mean full-data test accuracy {100 * full_mean:.2f}% = "
@@ -176,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {env['machine']}; device {args.device}; torch threads {args.threads}; shared with other jobs",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}",
         f"- date: {env['date']}; total time {total_seconds / 60:.1f} min",
-        f"- command: `{command}`",
+        f"- command: `{args.command}`",
         "",
         "| seed | full accuracy (%) | active: labels to target | random: labels to target | random / active |",
         "|---:|---:|---:|---:|---:|",
@@ -194,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
               "Seconds per seed (machine shared, so indicative only): " + "; ".join(
                   f"seed {r['seed']}: active {r['active_seconds']:.0f} s (of which querying {r['query_seconds']:.0f} s), "
                   f"random {r['random_seconds']:.0f} s" for r in rows), ""]
-    (args.out / f"b4_active_{tag}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def plot(rows, target, full, args, path: Path) -> None:

@@ -80,11 +80,30 @@ def test_diverse_batches_have_no_duplicates_and_differ_from_top_k(strategy):
     logits, features = _near_duplicate_pool()
     top = query(strategy, logits, features, 10, np.random.default_rng(0), diversity="none")
     assert set(top) <= set(range(40))  # plain top-k: ten copies of the same point
-    for diversity in ("kmeans++", "kcenter"):
+    for diversity in ("kmeans", "kmeans++", "kcenter"):
         batch = query(strategy, logits, features, 10, np.random.default_rng(0), diversity=diversity, candidates=10)
         assert len(batch) == 10 and len(np.unique(batch)) == 10
         assert set(batch) != set(top)
         assert np.sum(batch < 40) <= 2  # at most a couple of the near-duplicates
+
+
+def test_kmeans_diversity_takes_one_typical_row_per_region_not_the_outliers():
+    """Three tight groups of 30 equally uncertain rows and three isolated rows: the k-means spread takes a row
+    from the middle of each group; D² sampling reaches the isolated rows in some draws."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    groups = np.vstack([c + rng.normal(scale=0.3, size=(30, 2)) for c in centres])
+    outliers = np.array([[5.0, 5.0], [-5.0, -3.0], [13.0, 8.0]])
+    features = np.vstack([groups, outliers]).astype(np.float32)
+    logits = np.zeros((93, 4))
+    for seed in range(5):
+        batch = query("margin", logits, features, 3, np.random.default_rng(seed), diversity="kmeans", candidates=31)
+        assert sorted(batch // 30) == [0, 1, 2], batch  # one row from each group, none of rows 90-92
+        for b in batch:  # and a central one: within 0.5 of its group's centre
+            assert np.linalg.norm(features[b] - centres[b // 30]) < 0.5
+    d2 = [query("margin", logits, features, 3, np.random.default_rng(s), diversity="kmeans++", candidates=31)
+          for s in range(20)]
+    assert any((b >= 90).any() for b in d2)
 
 
 def test_badge_and_coverage_batches_are_distinct_and_spread():

@@ -5,9 +5,9 @@ rows, scores the unlabelled pool and proposes a *diverse* batch:
 
 - ``entropy`` / ``margin`` / ``least-confidence``: uncertainty sampling (Settles 2009), the scores of
   :mod:`datadistill.scores.uncertainty`; the ``candidates`` x batch most uncertain rows are kept, then the batch
-  is spread over them in the model's embedding by k-means++ seeding (D² sampling) or farthest-first k-center
-  (Sener & Savarese, ICLR 2018), so a batch is not a cluster of near-duplicates. ``diversity="none"`` is
-  plain top-k.
+  is spread over them in the model's embedding, so a batch is not a cluster of near-duplicates: by default
+  k-means on the candidates with one row nearest each centre (Zhdanov 2019), or k-means++ seeding (D²
+  sampling) or farthest-first k-center (Sener & Savarese, ICLR 2018). ``diversity="none"`` is plain top-k.
 - ``badge``: BADGE (Ash et al., "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds",
   ICLR 2020): k-means++ seeding over the last layer's gradient embeddings (p - onehot(ŷ)) ⊗ [h, 1] with ŷ the
   predicted class. Distances are computed from the factors, never materialising the K·(d+1) embeddings.
@@ -56,7 +56,7 @@ STRATEGIES = {
     "coverage": "candidates spread over entropy strata (coverage strategy), then spread in the embedding",
     "random": "uniformly random unlabelled rows (the baseline)",
 }
-DIVERSITY = ("kmeans++", "kcenter", "none")
+DIVERSITY = ("kmeans++", "kmeans", "kcenter", "none")
 COLD_STARTS = ("kmeans", "kcenter", "random")
 LABEL_SOURCES = ("oracle", "human")
 STATE_FILE = "state.json"
@@ -121,9 +121,24 @@ def pool_fingerprint(X: np.ndarray) -> str:
 
 
 def _spread(features: np.ndarray, order: np.ndarray, k: int, rng: np.random.Generator, diversity: str) -> np.ndarray:
-    """``k`` of the candidate positions ``order`` (most informative first), spread in ``features``."""
+    """``k`` of the candidate positions ``order`` (most informative first), spread in ``features``.
+
+    ``kmeans``: k-means with ``k`` clusters on the candidates, the candidate nearest each centre (Zhdanov 2019,
+    "Diverse mini-batch active learning"): one typical row per region of the uncertain set. ``kmeans++`` /
+    ``kcenter``: D² sampling / farthest-first, which reach further out, to isolated (often atypical) rows.
+    """
     if diversity == "none" or k >= len(order):
         return order[:k]
+    if diversity == "kmeans":
+        from .select.kmeans import kmeans_prototypes
+
+        Z = np.ascontiguousarray(features[order].reshape(len(order), -1), dtype=np.float32)
+        protos, _, _ = kmeans_prototypes(Z, k, random_state=int(rng.integers(2**31)))
+        protos = np.unique(protos)  # one row per cluster, so distinct; kept as a guard
+        if len(protos) < k:
+            rest = np.setdiff1d(np.arange(len(order)), protos)  # most informative first
+            protos = np.concatenate([protos, rest[:k - len(protos)]])
+        return order[protos]
     from .select.kcenter import kcenter_greedy
 
     Z = torch.as_tensor(np.ascontiguousarray(features[order], dtype=np.float32))
@@ -164,7 +179,7 @@ def badge(logits: np.ndarray, hidden: np.ndarray, k: int, rng: np.random.Generat
 
 
 def query(strategy: str, logits: np.ndarray, features: np.ndarray, k: int, rng: np.random.Generator, *,
-          diversity: str = "kmeans++", candidates: int = 10) -> np.ndarray:
+          diversity: str = "kmeans", candidates: int = 10) -> np.ndarray:
     """Positions (into the unlabelled rows) of the next batch of ``k``, distinct.
 
     Args:
@@ -173,7 +188,8 @@ def query(strategy: str, logits: np.ndarray, features: np.ndarray, k: int, rng: 
         features: the model's penultimate features on those rows (n, d): the space diversity is measured in.
         k: batch size.
         rng: seeded generator.
-        diversity: "kmeans++" (D² sampling among the candidates), "kcenter" (farthest-first) or "none" (top-k).
+        diversity: "kmeans" (the candidate nearest each of k k-means centres), "kmeans++" (D² sampling among the
+            candidates), "kcenter" (farthest-first) or "none" (top-k).
         candidates: the ``candidates`` x k most informative rows are the candidates of the diverse step.
     """
     n = len(logits)
@@ -670,7 +686,7 @@ def active(
     *,
     labels: str = "oracle",
     strategy: str = "margin",
-    diversity: str = "kmeans++",
+    diversity: str = "kmeans",
     batch_size: int = 10,
     budget: int | None = None,
     initial: int | None = None,
@@ -701,7 +717,8 @@ def active(
         labels: "oracle" (read labels from ``data``; runs to the budget in one call) or "human" (write each
             batch to ``out/batch-NNN.csv``/``.parquet`` and return; the next call reads the filled-in labels).
         strategy: a key of :data:`STRATEGIES`.
-        diversity: how a batch is spread over the candidates: "kmeans++", "kcenter" or "none" (top-k).
+        diversity: how a batch is spread over the candidates: "kmeans" (nearest each k-means centre),
+            "kmeans++", "kcenter" or "none" (top-k).
         batch_size: labels asked per round.
         budget: total labels to spend, seed included (oracle default: ``initial`` + 10 batches; human: no limit).
             May be raised on a rerun.
@@ -733,24 +750,28 @@ def active(
     check_model_options(model)
     if budget is None and labels == "oracle":
         budget = (len(seed_ids) if seed_ids is not None else o["initial"]) + 10 * batch_size
-    out = Path(out)
-    saved = _prepare_out(out)
-    loop = _Loop(X, y_true, classes, test, out, o, budget, device, progress, source_name, source_fingerprint)
-    fingerprint = pool_fingerprint(X)
+    saved = _prepare_out(Path(out))  # before the pool is preprocessed: a wrong folder fails fast
+    loop = _Loop(X, y_true, classes, test, Path(out), o, budget, device, progress, source_name, source_fingerprint)
+    _open_state(loop, saved, budget, seed_ids, seed_labels)
+    return _run(loop, labels_file, until_accuracy)
+
+
+def _open_state(loop: _Loop, saved: dict | None, budget: int | None, seed_ids, seed_labels) -> None:
+    """Give ``loop`` its state: a new one (with the seed set, if any) or ``saved``, the one in its folder."""
+    fingerprint = pool_fingerprint(loop.X)
     if saved is None:
         loop.state = loop.new_state(fingerprint)
         if seed_ids is not None:
-            sid, slab = _seed_set(seed_ids, seed_labels, y_true, classes, loop.n)
+            sid, slab = _seed_set(seed_ids, seed_labels, loop.y_true, loop.classes, loop.n)
             loop.state["seed_ids"] = [int(i) for i in sid]
             loop.add(sid, slab, 0)
         loop.save_state()
-    else:
-        _check_resume(saved, o, fingerprint, loop.n, classes, out)
-        loop.state = saved
-        if budget is not None and budget != saved["budget"]:
-            saved["budget"] = int(budget)
-            saved["status"] = "running"
-    return _run(loop, labels_file, until_accuracy)
+        return
+    _check_resume(saved, loop.o, fingerprint, loop.n, loop.classes, loop.out)
+    loop.state = saved
+    if budget is not None and budget != saved["budget"]:
+        saved["budget"] = int(budget)
+        saved["status"] = "running"
 
 
 def _seed_set(seed_ids, seed_labels, y_true, classes, n):

@@ -40,9 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class names of an unlabelled pool (with --human)")
     p.add_argument("--strategy", default="margin", choices=list(STRATEGIES),
                    help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
-    p.add_argument("--diversity", default="kmeans++", choices=list(DIVERSITY),
-                   help="how a batch is spread over the candidates in the model's embedding: kmeans++ (default), "
-                        "kcenter (farthest-first) or none (plain top-k, batches of near-duplicates)")
+    p.add_argument("--diversity", default="kmeans", choices=list(DIVERSITY),
+                   help="how a batch is spread over the candidates in the model's embedding: kmeans (default: k-means "
+                        "on the candidates, the one nearest each centre), kmeans++ (D² sampling), kcenter "
+                        "(farthest-first) or none (plain top-k, batches of near-duplicates)")
     p.add_argument("--batch-size", type=int, default=10, help="labels asked per round (default 10)")
     p.add_argument("--budget", type=int,
                    help="total labels to spend, seed set included (oracle default: initial + 10 batches; --human: no "
