@@ -178,3 +178,28 @@ def test_artifact_save_is_atomic_and_refuses_overwrite(tmp_path, monkeypatch):
         s.save(out, overwrite=True)
     assert DistilledSet.open(out).meta["method"] == "stratified"
     assert [p.name for p in tmp_path.iterdir()] == ["set"]
+
+
+def test_atomic_write_replaces_whole_files_or_nothing(tmp_path, monkeypatch):
+    import os
+
+    from datadistill.data import artifact
+    from datadistill.report import atomic_write as report_atomic_write
+
+    assert report_atomic_write is artifact.atomic_write          # one implementation, imported from both places
+    target = tmp_path / "sub" / "state.json"
+    assert artifact.atomic_write(target, '{"a": 1}') == target and target.read_text() == '{"a": 1}'
+    artifact.atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space"):
+        artifact.atomic_write(target, "never seen")
+    assert target.read_bytes() == b"\x00\x01"                    # the old content, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]   # no temporary left behind
+    with pytest.raises(OSError, match="No space"):
+        artifact.write_marker(tmp_path, "demo")                    # markers are written the same way
+    assert not (tmp_path / artifact.MARKER_FILE).exists()

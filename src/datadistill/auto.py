@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.artifact import DistilledSet, jsonable
+from .data.artifact import DistilledSet, atomic_write, jsonable
 from .data.dataset import Dataset
 from .errors import ArtifactError, ConfigError
 
@@ -171,8 +171,6 @@ class AutoResult:
 
     def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``out/set`` (the DistilledSet), ``out/search.json`` and ``out/search.md``."""
-        from .report import atomic_write
-
         out = Path(out)
         check_out(out, overwrite)
         out.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,27 @@ def library_version() -> str:
     return __version__
 
 
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to a temporary sibling of ``path`` and rename it into place (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def jsonable(obj):
     """``obj`` with numpy arrays/scalars and paths turned into plain JSON values (non-finite floats -> None)."""
     if isinstance(obj, dict):
@@ -67,8 +88,7 @@ def write_marker(directory: str | os.PathLike, kind: str, files: Iterable[str] =
     marker = {"kind": kind, "version": library_version(), "pid": os.getpid(), "host": socket.gethostname()}
     if files:
         marker["files"] = sorted(files)
-    path.write_text(json.dumps(marker) + "\n")
-    return path
+    return atomic_write(path, json.dumps(marker) + "\n")
 
 
 def read_marker(directory: str | os.PathLike) -> dict | None:

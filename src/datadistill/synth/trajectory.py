@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..data.artifact import atomic_write
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError
 from ..models import build_model
-from ..report import atomic_write
 from ..training import TrainConfig, resolve_device, train
 from .augment import DSA, strategy_for
 from .base import Context, Distiller, register
