@@ -181,3 +181,17 @@ def test_first_epochs_of_a_run_equal_a_shorter_run(digits_inputs):
         assert torch.equal(p, q)
     for p, q in zip(snapshots[3], long.parameters()):
         assert torch.equal(p, q)
+
+
+def test_observing_callbacks_leave_training_bit_identical(digits_inputs):
+    ds, pre, Xm, _ = digits_inputs
+    tr, va = validation_split(ds.y, 0.2, random_state=0)
+    cfg = TrainConfig(epochs=3, batch_size=128, patience=5, schedule="cosine")
+    runs = []
+    for hooks in ({}, {"callbacks": [lambda epoch, model: None], "batch_callbacks": [lambda step, loss: False]}):
+        model = build_model("mlp", pre.model_shape, 10, seed=4)
+        result = train(model, Xm[tr], ds.y[tr], cfg, validation=(Xm[va], ds.y[va]), seed=9, **hooks)
+        runs.append((result, [p.detach().clone() for p in model.parameters()]))
+    (a, wa), (b, wb) = runs
+    assert a.history == b.history and a.steps == b.steps == 3 * int(np.ceil(len(tr) / 128))
+    assert all(torch.equal(p, q) for p, q in zip(wa, wb))
