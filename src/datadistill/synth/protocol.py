@@ -15,6 +15,7 @@ import hashlib
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -116,6 +117,73 @@ def _augmentation(augmentation: str, recipe: dict, input_shape: tuple[int, ...])
     return DSA(recipe.get("dsa_strategy") or strategy_for(input_shape), siamese=False)
 
 
+def protocol_architectures(distilled: DistilledSet | None, image: bool,
+                           architectures: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The models the protocol trains on a set: ``architectures``, else the one it was distilled with.
+
+    A set without a recipe (a selection, a random draw; ``distilled`` None for one not made yet) gets
+    ``convnet`` on images and ``mlp`` on tabular data.
+    """
+    if architectures:
+        return tuple(architectures)
+    own = _recipe(distilled).get("model") if distilled is not None else None
+    return (own or ("convnet" if image else "mlp"),)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every model trained on one set shares: data in model space, recipe, augmentation, architectures."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray
+    soft: np.ndarray | None
+    input_shape: tuple[int, ...]
+    augment: DSA | None
+    config: TrainConfig
+    architectures: tuple[str, ...]
+    own_model: str
+    recipe: dict
+    ipc: int | None
+
+
+def _check_inputs(dataset: Dataset, distilled: DistilledSet, check_source: bool) -> None:
+    fp = distilled.source_fingerprint
+    if check_source and fp and fp != dataset.fingerprint:
+        raise DataError(f"the distilled set was made from other data (fingerprint {fp[:12]}, this data "
+                        f"{dataset.fingerprint[:12]}); evaluate it on the data it came from")
+    if tuple(np.asarray(distilled.X).shape[1:]) != dataset.sample_shape:
+        raise DataError(f"distilled samples have shape {tuple(np.asarray(distilled.X).shape[1:])} but "
+                        f"{dataset.name} has {dataset.sample_shape}")
+
+
+def _plan(dataset: Dataset, distilled: DistilledSet, *, architectures, epochs, lr, batch_size,
+          augmentation) -> _Plan:
+    """The protocol's recipe for this set: the artifact's own where it records one, the DC defaults otherwise."""
+    recipe = _recipe(distilled)
+    pre = _preprocessor(dataset, recipe)
+    input_shape = pre.model_shape
+    aug = _augmentation(augmentation, recipe, input_shape)
+    n_epochs = int(epochs) if epochs is not None else (1000 if aug is not None else 300)
+    rate = float(lr) if lr is not None else float(recipe.get("lr") or 0.01)
+    own_model = protocol_architectures(distilled, len(input_shape) == 3)[0]
+    archs = protocol_architectures(distilled, len(input_shape) == 3, architectures)
+    for a in archs:
+        if a in ("convnet", "resnet18") and len(input_shape) != 3:
+            raise ConfigError(f"{a} needs image data; {dataset.name} is tabular (use mlp or logreg)")
+    y = np.asarray(distilled.y, dtype=np.int64)
+    ipc = distilled.meta.get("ipc")
+    if ipc is None:
+        counts = np.bincount(y, minlength=len(distilled.classes))
+        ipc = int(counts[0]) if np.all(counts == counts[0]) else None
+    config = TrainConfig(epochs=n_epochs, batch_size=batch_size, lr=rate, optimizer="sgd", momentum=0.9,
+                         weight_decay=5e-4, schedule="step", max_epochs=n_epochs)
+    soft = distilled.soft_labels if recipe.get("soft_labels", distilled.soft_labels is not None) else None
+    return _Plan(X=pre.transform(np.asarray(distilled.X)), y=y, X_test=pre.transform(dataset.test.X), soft=soft,
+                 input_shape=input_shape, augment=aug, config=config, architectures=archs, own_model=own_model,
+                 recipe=recipe, ipc=ipc)
+
+
 def evaluate_protocol(
     dataset: Dataset,
     distilled: DistilledSet,
@@ -159,52 +227,34 @@ def evaluate_protocol(
         raise DataError(f"{dataset.name} has no test split; load it with a test split to evaluate")
     check_protocol_options(n_models=n_models, epochs=epochs, lr=lr, batch_size=batch_size,
                            architectures=architectures)
-    fp = distilled.source_fingerprint
-    if check_source and fp and fp != dataset.fingerprint:
-        raise DataError(f"the distilled set was made from other data (fingerprint {fp[:12]}, this data "
-                        f"{dataset.fingerprint[:12]}); evaluate it on the data it came from")
-    if tuple(np.asarray(distilled.X).shape[1:]) != dataset.sample_shape:
-        raise DataError(f"distilled samples have shape {tuple(np.asarray(distilled.X).shape[1:])} but "
-                        f"{dataset.name} has {dataset.sample_shape}")
-    recipe = _recipe(distilled)
-    pre = _preprocessor(dataset, recipe)
-    input_shape = pre.model_shape
-    aug = _augmentation(augmentation, recipe, input_shape)
-    n_epochs = int(epochs) if epochs is not None else (1000 if aug is not None else 300)
-    rate = float(lr) if lr is not None else float(recipe.get("lr") or 0.01)
-    own_model = recipe.get("model") or ("convnet" if len(input_shape) == 3 else "mlp")
-    archs = tuple(architectures) if architectures else (own_model,)
-    for a in archs:
-        if a in ("convnet", "resnet18") and len(input_shape) != 3:
-            raise ConfigError(f"{a} needs image data; {dataset.name} is tabular (use mlp or logreg)")
+    _check_inputs(dataset, distilled, check_source)
+    plan = _plan(dataset, distilled, architectures=architectures, epochs=epochs, lr=lr, batch_size=batch_size,
+                 augmentation=augmentation)
     dev = resolve_device(device)
-    X = pre.transform(np.asarray(distilled.X))
-    y = np.asarray(distilled.y, dtype=np.int64)
-    X_test = pre.transform(dataset.test.X)
-    soft = distilled.soft_labels if recipe.get("soft_labels", distilled.soft_labels is not None) else None
-    ipc = distilled.meta.get("ipc")
-    if ipc is None:
-        counts = np.bincount(y, minlength=len(distilled.classes))
-        ipc = int(counts[0]) if np.all(counts == counts[0]) else None
-    config = TrainConfig(epochs=n_epochs, batch_size=batch_size, lr=rate, optimizer="sgd", momentum=0.9,
-                         weight_decay=5e-4, schedule="step", max_epochs=n_epochs)
     rows = []
-    for arch in archs:
+    for arch in plan.architectures:
         kwargs = dict(model_kwargs) if model_kwargs is not None else (
-            dict(recipe.get("model_kwargs") or {}) if arch == own_model else {})
+            dict(plan.recipe.get("model_kwargs") or {}) if arch == plan.own_model else {})
         for i in range(n_models):
-            s = model_seed(seed, i, arch)
-            net = build_model(arch, input_shape, len(distilled.classes), seed=s, **kwargs)
-            result = train(net, X, y, config, soft_labels=soft, augment=aug, device=dev, seed=s, progress=progress,
-                           description=f"evaluate {arch} {i + 1}/{n_models}")
-            acc = accuracy(result.model, X_test, dataset.test.y, device=dev)
-            rows.append({"method": distilled.method, "size": len(y), "ipc": ipc, "seed": i, "architecture": arch,
-                         "test_accuracy": acc, "train_seconds": result.seconds, "epochs": result.epochs,
-                         "lr": rate, "augmentation": "dsa" if aug is not None else "none", "protocol": PROTOCOL})
-            del net, result
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            rows.append(_train_one(dataset, distilled, plan, arch, i, n_models, kwargs, seed, dev, progress))
     return rows
+
+
+def _train_one(dataset: Dataset, distilled: DistilledSet, plan: _Plan, arch: str, index: int, n_models: int,
+               kwargs: dict, seed: int, dev: torch.device, progress: bool) -> dict:
+    """Model ``index`` of architecture ``arch``: trained on the set, tested once -> its row."""
+    s = model_seed(seed, index, arch)
+    net = build_model(arch, plan.input_shape, len(distilled.classes), seed=s, **kwargs)
+    result = train(net, plan.X, plan.y, plan.config, soft_labels=plan.soft, augment=plan.augment, device=dev, seed=s,
+                   progress=progress, description=f"evaluate {arch} {index + 1}/{n_models}")
+    acc = accuracy(result.model, plan.X_test, dataset.test.y, device=dev)
+    row = {"method": distilled.method, "size": len(plan.y), "ipc": plan.ipc, "seed": index, "architecture": arch,
+           "test_accuracy": acc, "train_seconds": result.seconds, "epochs": result.epochs, "lr": plan.config.lr,
+           "augmentation": "dsa" if plan.augment is not None else "none", "protocol": PROTOCOL}
+    del net, result
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
 
 def summarize(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, int]]:
