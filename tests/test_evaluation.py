@@ -250,7 +250,7 @@ def test_synthetic_set_is_trained_with_the_same_recipe_and_drawn(monkeypatch):
     assert len(report.images) == 1 and np.asarray(report.images[0]["X"]).shape == (30, 8, 8)
 
 
-def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
+def test_dc_protocol_delegates_every_set(monkeypatch):
     import sys
     import types
 
@@ -258,21 +258,30 @@ def test_dc_protocol_delegates_synthetic_sets(monkeypatch):
     calls = []
 
     def fake_protocol(dataset, distilled, *, n_models, device, seed, architectures=None):
-        calls.append((dataset.fingerprint, len(distilled), n_models, architectures))
-        return [{"method": distilled.method, "size": len(distilled), "seed": i, "test_accuracy": 0.5 + i / 100,
-                 "train_seconds": 1.0, "epochs": 300} for i in range(n_models)]
+        calls.append((distilled.method, len(distilled), n_models, seed, architectures))
+        return [{"method": distilled.method, "size": len(distilled), "seed": i, "architecture": "convnet",
+                 "test_accuracy": 0.5 + i / 100, "train_seconds": 1.0, "epochs": 300} for i in range(n_models)]
 
-    from datadistill.synth.protocol import check_protocol_options
+    from datadistill.synth.protocol import check_protocol_options, protocol_architectures
 
     fake = types.ModuleType("datadistill.synth.protocol")
     fake.evaluate_protocol = fake_protocol
     fake.check_protocol_options = check_protocol_options
+    fake.protocol_architectures = protocol_architectures
     monkeypatch.setitem(sys.modules, "datadistill.synth.protocol", fake)
+    spy = _Spy(monkeypatch)
     report = _run(digits, methods=[], ratios=[0.05], seeds=2, distilled=[syn], protocol="dc")
-    assert calls == [(digits.fingerprint, 30, 5, None)]
+    pool = report.context["pool_size"]
+    k = round(0.05 * pool)
+    # drawn sets (full, random) one model per seed, the loaded set its 5 models once: nothing on the same recipe
+    assert spy.calls == []
+    assert calls == [("full", pool, 1, 0, None), ("full", pool, 1, 1, None), ("random", k, 1, 0, None),
+                     ("random", k, 1, 1, None), ("toy", 30, 5, 0, None)]
     rows = [r for r in report.rows if r["method"] == "toy:loaded"]
     assert len(rows) == 5 and {r["seed"] for r in rows} == set(range(5))
     assert all(r["kind"] == "synthetic" and r["select_seconds"] == 1.5 for r in rows)
+    assert {(r["model"], r["protocol"]) for r in report.rows} == {("convnet", "dc")}
+    assert all(r["ratio"] == r["size"] / pool for r in report.rows)  # one denominator, loaded set included
 
 
 def test_default_budget_is_one_step_rule_and_random_curve_rises(digits):

@@ -19,6 +19,12 @@ Protocol (what every row shares):
 - Soft-label rows (``soft_labels``) train a subset on the temperature-scaled class probabilities of a
   teacher: the seed's full-data model (trained under the same rule).
 - Samples are trained in ascending row order, so a subset equal to the pool trains exactly as the full row.
+- Every row names its ``model`` and ``protocol``. ``protocol="dc"`` judges every set of the table (full, random,
+  selections, loaded sets) by :func:`datadistill.synth.protocol.evaluate_protocol` instead of the recipe.
+- Full and random rows are in every table unless ``baselines=False``; the report's header names the rows it holds.
+
+The code reads top to bottom as the pipeline: :class:`Settings` (checked arguments) -> :func:`plan_rows`
+(:class:`RowSpec` per row) -> :class:`RowRunner` (train and test one row) -> :func:`run_plan` -> :func:`collect`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +47,7 @@ from .data.dataset import Dataset
 from .data.preprocess import Preprocessor
 from .errors import ArtifactError, ConfigError, DataError
 from .models import MODELS, build_model
-from .report import REPORT_JSON, Report, atomic_write
+from .report import FULL, REPORT_JSON, Report, atomic_write
 from .scores.uncertainty import softmax
 from .select.memo import reuse_probes
 from .training import TrainConfig, resolve_device
@@ -333,74 +339,71 @@ class _RunDir:
             os.fsync(fh.fileno())
 
 
-def evaluate(
-    dataset: Dataset,
-    *,
-    methods: Sequence[str] = ("random",),
-    ratios: Sequence[float] | str = (0.1,),
-    model: str = "mlp",
-    seeds: int | Sequence[int] = 3,
-    distilled: Sequence[str | os.PathLike | DistilledSet] = (),
-    use_weights: bool = False,
-    protocol: str = "same",
-    protocol_options: dict | None = None,
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    train_config: TrainConfig | None = None,
-    method_params: dict[str, dict] | None = None,
-    validation_fraction: float = 0.1,
-    validation_max: int = 5000,
-    device: str = "auto",
-    progress: bool | Callable[[dict], None] = True,
-    command: str | None = None,
-    budget: str = "converge",
-    epochs: int = EQUAL_EPOCHS,
-    budgeted_full: bool = False,
-    soft_labels: Sequence[str] | bool = (),
-    temperature: float = 4.0,
-) -> Report:
-    """Train a fresh model on the full pool, random subsets, selected subsets and loaded sets; test each.
+# --- the pipeline: check the settings -> plan the rows -> run each row -> collect the report -------------------
 
-    Args:
-        dataset: the data, with a test split (``load`` makes one when the source has none).
-        methods: registered selector names (``datadistill.select.REGISTRY``); ``random`` rows are always added.
-        ratios: subset sizes as fractions of the training pool, each in (0, 1] (or ``"0.01,0.1"``).
-        model: a model zoo name (``datadistill.models.MODELS``).
-        seeds: number of seeds (0..n-1) or explicit seeds; each seed re-draws validation rows, model
-            initialisation, batch order and the selection's ``random_state``.
-        distilled: saved DistilledSet directories (or objects) made from this same data set.
-        use_weights: train selected/loaded sets with their per-sample weights when they have them.
-        protocol: ``same`` (the recipe above for every row) or ``dc`` (synthetic sets are evaluated by
-            ``datadistill.synth.protocol.evaluate_protocol``: ConvNet, 5 models, the distillation protocol).
-        protocol_options: keyword arguments for ``evaluate_protocol`` (``n_models``, ``architectures``,
-            ``epochs``, ...), e.g. ``{"architectures": ("convnet", "mlp", "resnet18")}`` for cross-architecture.
-        out: run directory: ``rows.jsonl`` grows as rows finish; report.json/.md/.html and figures/ are
-            rewritten after each method and at the end.
-        resume: continue a run in ``out``, skipping finished (method, size, seed) rows.
-        overwrite: replace an existing run directory in ``out``.
-        train_config: the recipe (default :func:`default_recipe` of ``model``).
-        method_params: extra keyword arguments per selector name, e.g. ``{"kcenter": {"per_class": None}}``.
-        validation_fraction, validation_max: the early-stopping validation split taken from training rows.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        progress: show a progress bar (True), nothing (False), or call ``progress(row)`` as each row finishes.
-        command: the command line to record in the report.
-        budget: ``converge`` (default: every row to convergence under one step rule) or ``epochs`` (the same
-            ``epochs`` for every row, no early stopping); ignored when ``train_config`` is given.
-        epochs: the epoch count of ``budget="epochs"``.
-        budgeted_full: add "full (budgeted)" rows: full data trained for the random row's number of steps.
-        soft_labels: methods (or True for all, random included) that also get a "+soft" row trained on a
-            teacher's soft labels at ``temperature`` (the teacher: this seed's full-data model).
-        temperature: softening temperature of those labels.
 
-    Raises:
-        ConfigError: unknown model, method or protocol; a ratio outside (0, 1]; bad seeds.
-        DataError: the data set has no test split.
-        ArtifactError: ``out`` exists (without resume/overwrite) or belongs to another run; a distilled
-            set made from other data.
+@dataclass(frozen=True)
+class Settings:
+    """The checked arguments of one evaluation: what every row of its report shares."""
+
+    dataset: Dataset
+    methods: tuple[str, ...]          # selector names, random first when it is evaluated
+    ratios: tuple[float, ...]
+    seeds: tuple[int, ...]
+    model: str
+    recipe: TrainConfig
+    protocol: str                     # same | dc
+    protocol_options: dict
+    method_params: dict
+    loaded: tuple[tuple[DistilledSet, str], ...]
+    soft_methods: tuple[str, ...]
+    temperature: float
+    use_weights: bool
+    budgeted_full: bool
+    baselines: bool                   # full and random rows added whatever ``methods`` says
+    full: bool                        # the full-data row is planned
+    validation_fraction: float
+    validation_max: int
+    device: str
+
+    @property
+    def two_d(self) -> bool:
+        return self.dataset.n_features == 2 and not self.dataset.is_image
+
+    def split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pool, validation) rows of the training split for ``seed``."""
+        return _validation_rows(self.dataset.y, seed, self.validation_fraction, self.validation_max)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One planned row: which set (kind, method, size) trains which model under which protocol, for one seed.
+
+    ``kind``: ``full`` (the seed's pool), ``budgeted-full`` (the pool for the random row's step count),
+    ``random`` or ``selection`` (a selector's choice from the pool; ``soft``: trained on a teacher's soft
+    labels), ``distilled`` (a loaded set). ``keys``: the (method, size, seed) of every row it writes when
+    that is not just its own (the dc protocol writes one per model and architecture).
     """
-    from .select import REGISTRY, get_selector, resolve_size
 
+    kind: str
+    method: str
+    seed: int
+    size: int
+    model: str
+    protocol: str
+    ratio: float | None = None
+    selector: str | None = None
+    soft: bool = False
+    params: dict = field(default_factory=dict)
+    distilled: DistilledSet | None = None
+    keys: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def done_keys(self) -> tuple[tuple[str, int, int], ...]:
+        return self.keys or ((self.method, self.size, self.seed),)
+
+
+def _check_data(dataset: Dataset, model: str) -> None:
     if not isinstance(dataset, Dataset):
         raise ConfigError(f"evaluate() needs a datadistill Dataset, got {type(dataset).__name__}")
     if dataset.test is None:
@@ -411,216 +414,485 @@ def evaluate(
     if model in ("convnet", "resnet18") and not dataset.is_image:
         raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
                           "Use --model mlp or logreg")
+
+
+def _check_methods(methods: Sequence[str] | str, baselines: bool) -> tuple[tuple[str, ...], bool]:
+    """(selector names in plan order, whether the full row is planned)."""
+    from .select import REGISTRY
+
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in REGISTRY and m != "full"]
     if unknown:
         raise ConfigError(f"unknown selection method{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                           f"choose from: {', '.join(sorted(REGISTRY))}")
-    if protocol not in ("same", "dc"):
-        raise ConfigError(f"unknown protocol '{protocol}' (same, dc)")
+    named = list(dict.fromkeys(methods))
+    random = ["random"] if baselines or "random" in named else []
+    return tuple(random + [m for m in named if m not in ("random", "full")]), baselines or "full" in named
+
+
+def _check_protocol(protocol: str, options: dict, *, soft: Sequence[str], budgeted_full: bool,
+                    use_weights: bool) -> None:
     from .synth.protocol import check_protocol_options
 
-    check_protocol_options(**(protocol_options or {}))
+    if protocol not in ("same", "dc"):
+        raise ConfigError(f"unknown protocol '{protocol}' (same, dc)")
+    check_protocol_options(**options)
+    if protocol != "dc":
+        return
+    clash = [name for name, on in (("soft_labels", soft), ("budgeted_full", budgeted_full),
+                                   ("use_weights", use_weights)) if on]
+    if clash:
+        raise ConfigError(f"{', '.join(clash)} cannot be combined with protocol 'dc': the dc protocol trains every "
+                          "set on its own samples and hard labels with its fixed recipe; use protocol 'same'")
+
+
+def _check_settings(dataset: Dataset, *, methods, ratios, model, seeds, distilled, use_weights, protocol,
+                    protocol_options, train_config, method_params, validation_fraction, validation_max, device,
+                    budget, epochs, budgeted_full, soft_labels, temperature, baselines) -> Settings:
+    """Every argument checked (ConfigError, DataError, ArtifactError) before anything trains or is written."""
+    from .select import get_selector
+
+    _check_data(dataset, model)
+    methods, full = _check_methods(methods, bool(baselines))
+    options = dict(protocol_options or {})
     if not 0 <= validation_fraction < 1:
         raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    ratio_list = parse_ratios(ratios)
-    seed_list = _seed_list(seeds)
+    ratio_list, seed_list = parse_ratios(ratios), _seed_list(seeds)
     method_params = dict(method_params or {})
-    stray = sorted(set(method_params) - set(methods) - {"random"})
+    stray = sorted(set(method_params) - set(methods) - ({"random"} if baselines else set()))
     if stray:
         raise ConfigError(f"method_params given for {', '.join(stray)}, which is not among the methods evaluated")
     cfg = train_config or default_recipe(model, budget, epochs)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be a positive number, got {temperature}")
-    dev = str(resolve_device(device))
-    loaded = [_load_distilled(item, dataset) for item in distilled]
-    methods = ["random"] + [m for m in dict.fromkeys(methods) if m not in ("random", "full")]
-    soft_methods = list(methods) if soft_labels is True else [m for m in (soft_labels or ()) if m]
-    stray_soft = [m for m in soft_methods if m not in methods]
+    soft = list(methods) if soft_labels is True else [m for m in (soft_labels or ()) if m]
+    stray_soft = [m for m in soft if m not in methods]
     if stray_soft:
         raise ConfigError(f"soft_labels names {', '.join(stray_soft)}, which is not among the methods evaluated")
-
-    out_path = Path(out) if out is not None else None
+    if budgeted_full and "random" not in methods:
+        raise ConfigError("budgeted_full needs the random rows (its step budget); keep the baselines or add random")
+    _check_protocol(protocol, options, soft=soft, budgeted_full=budgeted_full, use_weights=use_weights)
+    dev = str(resolve_device(device))
+    loaded = tuple(_load_distilled(item, dataset) for item in distilled)
+    if not (full or methods or loaded):
+        raise ConfigError("nothing to evaluate: no methods, no distilled sets and baselines off")
     for m in methods:  # bad method parameters are refused before any row trains or an old run is replaced
         get_selector(m, size=1, random_state=seed_list[0], **method_params.get(m, {})).check_params()
-    run = _RunDir(out_path, resume, overwrite)
-    pre = Preprocessor.fit(dataset)
-    n_val = len(_validation_rows(dataset.y, seed_list[0], validation_fraction, validation_max)[1])
-    pool_size = len(dataset) - n_val
-    run_key = {"fingerprint": dataset.fingerprint, "model": model, "recipe": cfg.to_dict(),
-               "validation_fraction": validation_fraction, "validation_max": validation_max,
-               "use_weights": use_weights, "protocol": protocol, "temperature": float(temperature),
-               "protocol_options": {k: list(v) if isinstance(v, tuple) else v
-                                    for k, v in (protocol_options or {}).items()}}
-    run.check_context(run_key)
+    return Settings(dataset=dataset, methods=methods, ratios=ratio_list, seeds=tuple(seed_list), model=model,
+                    recipe=cfg, protocol=protocol, protocol_options=options, method_params=method_params,
+                    loaded=loaded, soft_methods=tuple(soft), temperature=float(temperature),
+                    use_weights=bool(use_weights), budgeted_full=bool(budgeted_full), baselines=bool(baselines),
+                    full=full, validation_fraction=validation_fraction, validation_max=validation_max, device=dev)
 
-    context = {
-        "dataset": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset),
-        "pool_size": pool_size, "validation_size": n_val, "test_size": len(dataset.test),
-        "n_features": dataset.n_features, "sample_shape": list(dataset.sample_shape),
-        "classes": list(dataset.classes), "model": model, "recipe": cfg.to_dict(), "device": dev,
-        "seeds": seed_list, "use_weights": use_weights, "protocol": protocol,
-        "budget_rule": budget_rule(cfg), "soft_label_teacher": (
-            f"the seed's full-data {model} (same rule), probabilities at temperature {temperature}"
-            if soft_methods else None),
-        "environment": environment(dev), "command": command,
-        "protocol_note": ("validation rows for early stopping come from the training split and are excluded "
-                          "from the pool that subsets are chosen from; ratio = fraction of that pool"),
-    }
-    two_d = dataset.n_features == 2 and not dataset.is_image
-    if two_d:
-        context["points"] = {"X": dataset.X[:POINTS_MAX].tolist(), "y": dataset.y[:POINTS_MAX].tolist()}
 
-    X_model = pre.transform(dataset.X)
-    X_test = pre.transform(dataset.test.X)
-    y_test = dataset.test.y
+def _protocol_models(s: Settings, distilled: DistilledSet | None) -> tuple[str, ...]:
+    """The architectures the dc protocol trains on a set (a drawn set when ``distilled`` is None)."""
+    from .synth.protocol import protocol_architectures
 
-    sizes = {r: resolve_size(pool_size, None, r) for r in ratio_list}
-    plan: list[tuple[str, object, int]] = []  # (label, ratio or loaded set, seed)
-    for label in ["full", *methods]:
-        for r in ([1.0] if label == "full" else ratio_list):
-            plan += [(label, r, s) for s in seed_list]
-        if label == "random" and budgeted_full:
-            plan += [(BUDGETED_FULL, r, s) for r in ratio_list for s in seed_list]
-        if label in soft_methods:
-            plan += [(label + SOFT, r, s) for r in ratio_list for s in seed_list]
-    for ds_item, label in loaded:
-        delegated = protocol == "dc" and ds_item.meta.get("kind") == "synthetic"
-        plan += [(label, ds_item, s) for s in (seed_list[:1] if delegated else seed_list)]
-    method_order = {label: i for i, label in enumerate(dict.fromkeys(p[0] for p in plan))}
+    return protocol_architectures(distilled, s.dataset.is_image, s.protocol_options.get("architectures"))
 
-    bar = None
-    if progress is True:
-        from .progress import bar as progress_bar
 
-        bar = progress_bar(len(plan), desc=f"evaluate {dataset.name}", unit="row")
-    notify = progress if callable(progress) else None
-    images: list[dict] = []
+def _spec_keys(s: Settings, method: str, size: int, seed: int, distilled: DistilledSet | None,
+               n_models: int) -> tuple[tuple[str, int, int], ...]:
+    archs = _protocol_models(s, distilled)
+    labels = [f"{method} [{a}]" for a in archs] if len(set(archs)) > 1 else [method]
+    return tuple((label, size, seed + i) for label in labels for i in range(n_models))
 
-    def report() -> Report:
-        rows = sorted(run.done.values(),
-                      key=lambda r: (method_order.get(r["method"], len(method_order)), r["method"], r["size"], r["seed"]))
-        return Report(rows=rows, context=context, images=images)
 
-    def finish_method() -> None:
-        if out_path is not None and run.done:
-            report().render(out_path)
+def plan_rows(s: Settings, pool_size: int) -> list[RowSpec]:
+    """Every row of the report in report order: full, random (+ budgeted full), each method (+soft), loaded sets."""
+    from .select import resolve_size
 
-    teachers: dict[int, np.ndarray] = {}
-    selections: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None, float]] = {}
+    dc = s.protocol == "dc"
 
-    def train_and_test(idx: np.ndarray | None, seed: int, val_idx: np.ndarray, *, X=None, y=None,
-                       weights=None, soft=None, soft_temperature: float = 1.0, budget_steps: int | None = None,
-                       keep_teacher: bool = False) -> dict:
-        if idx is not None:
-            order = np.argsort(idx, kind="stable")
-            idx = idx[order]
-            X, y = X_model[idx], dataset.y[idx]
-            weights = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
-            soft = None if soft is None else np.asarray(soft)[order]
-        net = build_model(model, pre.model_shape, dataset.n_classes, seed=seed)
-        validation = (X_model[val_idx], dataset.y[val_idx]) if len(val_idx) else None
-        row_cfg = scaled_patience(cfg, len(y)) if budget_steps is None else replace(
-            cfg, max_steps=int(budget_steps), min_steps=0, patience_steps=0, patience=0, epochs=1, max_epochs=1)
-        if soft is not None:
-            row_cfg = replace(row_cfg, soft_temperature=float(soft_temperature))
-        result = training.train(net, X, y, row_cfg, sample_weight=weights, soft_labels=soft, validation=validation,
-                                device=dev, seed=seed, description="train")
-        pred = training.predict_logits(result.model, X_test, device=dev).argmax(axis=1)
-        acc = float((pred == y_test).mean())
-        if keep_teacher:
-            teachers[seed] = training.predict_logits(result.model, X_model, device=dev)
-        val = max((h["val_accuracy"] for h in result.history if h.get("val_accuracy") is not None), default=None)
-        return {"test_accuracy": acc, "val_accuracy": val, "train_seconds": result.seconds,
-                "validation_seconds": result.validation_seconds, "epochs": result.epochs, "steps": result.steps,
-                "best_step": result.best_step, "stop_reason": result.stop_reason, "weighted": weights is not None,
-                "soft_labels": soft is not None, "class_accuracy": per_class_accuracy(pred, y_test, dataset.n_classes)}
+    def spec(kind: str, method: str, seed: int, size: int, distilled: DistilledSet | None = None, **kw) -> RowSpec:
+        n_models = int(s.protocol_options.get("n_models", 5)) if distilled is not None else 1
+        model = ",".join(_protocol_models(s, distilled)) if dc else s.model
+        keys = _spec_keys(s, method, size, seed, distilled, n_models) if dc else ()
+        return RowSpec(kind=kind, method=method, seed=seed, size=size, model=model, protocol=s.protocol,
+                       distilled=distilled, keys=keys, **kw)
 
-    def teacher_probs(seed: int, rows: np.ndarray, pool: np.ndarray, val_idx: np.ndarray) -> np.ndarray:
-        if seed not in teachers:  # a resumed run: retrain the seed's full model (deterministic)
-            train_and_test(pool, seed, val_idx, keep_teacher=True)
-        return softmax(teachers[seed][rows].astype(np.float64) / temperature).astype(np.float32)
+    sizes = {r: resolve_size(pool_size, None, r) for r in s.ratios}
+    plan = [spec("full", FULL, seed, pool_size) for seed in s.seeds] if s.full else []
+    for m in s.methods:
+        kind, params = ("random" if m == "random" else "selection"), dict(s.method_params.get(m, {}))
+        plan += [spec(kind, m, seed, sizes[r], ratio=r, selector=m, params=params)
+                 for r in s.ratios for seed in s.seeds]
+        if m == "random" and s.budgeted_full:
+            plan += [spec("budgeted-full", BUDGETED_FULL, seed, sizes[r], ratio=r, selector=m, params=params)
+                     for r in s.ratios for seed in s.seeds]
+        if m in s.soft_methods:
+            plan += [spec(kind, m + SOFT, seed, sizes[r], ratio=r, selector=m, params=params, soft=True)
+                     for r in s.ratios for seed in s.seeds]
+    for ds, label in s.loaded:  # dc: a loaded set does not change with the seed; its n_models models are its rows
+        plan += [spec("distilled", label, seed, len(ds), distilled=ds) for seed in (s.seeds[:1] if dc else s.seeds)]
+    return plan
 
-    def selected(label: str, size: int, seed: int, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-        key = (label, size, seed)
-        if key not in selections:
-            pool_ds = Dataset(X=dataset.X[pool], y=dataset.y[pool], classes=dataset.classes, test=None,
-                              name=f"{dataset.name}[pool]", info=dict(dataset.info))
-            params = dict(method_params.get(label, {}))
-            selector = get_selector(label, size=size, random_state=seed, **params)
+
+def _set_seconds(ds: DistilledSet) -> float:
+    timings = ds.meta.get("timings", {})
+    return float(timings.get("select_seconds", timings.get("distill_seconds", 0.0)) or 0.0)
+
+
+class RowRunner:
+    """Trains and tests the set of one :class:`RowSpec` -> its report rows.
+
+    Holds what rows share: the preprocessed data, each seed's full-data teacher (soft labels), each
+    (selector, size, seed) selection (budgeted-full and +soft rows reuse them), the synthetic images drawn.
+    """
+
+    def __init__(self, s: Settings, pool_size: int, done: dict):
+        self.s, self.pool_size, self.done = s, pool_size, done
+        self.pre = Preprocessor.fit(s.dataset)
+        self.X_model = self.pre.transform(s.dataset.X)
+        self.X_test = self.pre.transform(s.dataset.test.X)
+        self.teachers: dict[int, np.ndarray] = {}
+        self.selections: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None, float]] = {}
+        self.images: list[dict] = []
+
+    def rows(self, spec: RowSpec) -> list[dict]:
+        """The rows of ``spec``: one under the same recipe, one per model and architecture under dc."""
+        pool, val_idx = self.s.split(spec.seed)
+        if spec.protocol == "dc":
+            return self._protocol_rows(spec, pool)
+        row = {"method": spec.method, "size": spec.size, "seed": spec.seed, "ratio": spec.size / self.pool_size,
+               "model": spec.model, "protocol": spec.protocol}
+        build = {"full": self._full, "budgeted-full": self._budgeted_full, "random": self._selection,
+                 "selection": self._selection, "distilled": self._distilled}[spec.kind]
+        row.update(build(spec, pool, val_idx))
+        return [row]
+
+    # --- one builder per kind (protocol same) ------------------------------------------------------------------
+    def _full(self, spec: RowSpec, pool: np.ndarray, val_idx: np.ndarray) -> dict:
+        stats = self._train(pool, spec.seed, val_idx, keep_teacher=bool(self.s.soft_methods))
+        return {"kind": "full", "select_seconds": 0.0, **stats}
+
+    def _budgeted_full(self, spec: RowSpec, pool: np.ndarray, val_idx: np.ndarray) -> dict:
+        ref = self.done.get(("random", spec.size, spec.seed))
+        if ref is None:
+            chosen, _, _ = self._selected(spec, pool)
+            ref = self._train(chosen, spec.seed, val_idx)
+        steps = int(ref["steps"])
+        return {"kind": "budgeted-full", "select_seconds": 0.0, "budget_steps": steps,
+                **self._train(pool, spec.seed, val_idx, budget_steps=steps)}
+
+    def _selection(self, spec: RowSpec, pool: np.ndarray, val_idx: np.ndarray) -> dict:
+        chosen, weights, select_seconds = self._selected(spec, pool)
+        use = self.s.use_weights and weights is not None and not np.allclose(weights, 1.0)
+        soft = self._teacher_probs(spec.seed, chosen, pool, val_idx) if spec.soft else None
+        out = {"kind": "selection", "select_seconds": select_seconds, "size": len(chosen),
+               **self._train(chosen, spec.seed, val_idx, weights=weights if use else None, soft=soft,
+                             soft_temperature=self.s.temperature)}
+        out["classes_present"] = int(len(np.unique(self.s.dataset.y[chosen])))
+        if self.s.two_d and not spec.soft:
+            out["indices"] = np.sort(chosen).tolist()
+        return out
+
+    def _distilled(self, spec: RowSpec, pool: np.ndarray, val_idx: np.ndarray) -> dict:
+        ds = spec.distilled
+        kind = ds.meta.get("kind", "selection")
+        self._draw(spec, ds)
+        weights = ds.weights if self.s.use_weights and ds.weights is not None else None
+        if ds.indices is not None:  # its rows were chosen from the whole training split: none validates
+            val_idx = np.setdiff1d(val_idx, np.asarray(ds.indices, dtype=np.int64))
+        # a selection's soft labels are a probe's probabilities at a temperature (KD loss); a synthetic set's are
+        # learned label distributions (plain cross entropy)
+        soft_t = float((ds.meta.get("soft_labels") or {}).get("temperature", 1.0)) if kind != "synthetic" else 1.0
+        stats = self._train(None, spec.seed, val_idx, X=self.pre.transform(ds.X), y=np.asarray(ds.y, dtype=np.int64),
+                            weights=weights, soft=ds.soft_labels, soft_temperature=soft_t)
+        return {"kind": kind, "select_seconds": _set_seconds(ds), **stats}
+
+    # --- protocol dc: every set, drawn or loaded, through synth.protocol.evaluate_protocol ------------------------
+    def _protocol_rows(self, spec: RowSpec, pool: np.ndarray) -> list[dict]:
+        from .synth.protocol import evaluate_protocol
+
+        if spec.kind == "distilled":
+            ds, seconds = spec.distilled, _set_seconds(spec.distilled)
+            n_models = int(self.s.protocol_options.get("n_models", 5))
+            self._draw(spec, ds)
+        else:  # drawn sets change with the seed: one model per seed, on that seed's draw
+            ds, seconds = self._drawn_set(spec, pool)
+            n_models = 1
+        options = {**self.s.protocol_options, "n_models": n_models}
+        trained = evaluate_protocol(self.s.dataset, ds, device=self.s.device, seed=spec.seed, **options)
+        several = len({r.get("architecture") for r in trained}) > 1
+        kind = ds.meta.get("kind", "selection")
+        rows = []
+        for r in trained:
+            arch = r.get("architecture", spec.model)
+            row = {"method": f"{spec.method} [{arch}]" if several else spec.method, "size": len(ds),
+                   "seed": spec.seed + int(r.get("seed", 0)), "ratio": len(ds) / self.pool_size, "model": arch,
+                   "protocol": spec.protocol, "kind": kind, "select_seconds": seconds}
+            rows.append({**row, **{k: v for k, v in r.items() if k not in row}})
+        return rows
+
+    def _drawn_set(self, spec: RowSpec, pool: np.ndarray) -> tuple[DistilledSet, float]:
+        """The seed's pool (full) or selection as a set the dc protocol trains on."""
+        d = self.s.dataset
+        if spec.kind == "full":
+            idx, seconds = pool, 0.0
+        else:
+            idx, _, seconds = self._selected(spec, pool)
+        idx = np.sort(idx)
+        meta = {"kind": "full" if spec.kind == "full" else "selection", "method": spec.method,
+                "source_fingerprint": d.fingerprint}
+        return DistilledSet(X=d.X[idx], y=d.y[idx], classes=d.classes, indices=idx, meta=meta), seconds
+
+    # --- what rows share ------------------------------------------------------------------------------------------
+    def _draw(self, spec: RowSpec, ds: DistilledSet) -> None:
+        """Keep a synthetic set's first samples for the report's image grids (seed 0, at most 8 sets)."""
+        if ds.meta.get("kind") == "synthetic" and spec.seed == 0 and len(self.images) < 8 and self.s.dataset.is_image:
+            self.images.append({"title": spec.method, "X": ds.X[:200].tolist(), "y": ds.y[:200].tolist(),
+                                "classes": list(ds.classes)})
+
+    def _selected(self, spec: RowSpec, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """(chosen training rows, weights, seconds) of ``spec.selector`` at ``spec.size`` for its seed (cached)."""
+        from .select import get_selector
+
+        d, key = self.s.dataset, (spec.selector, spec.size, spec.seed)
+        if key not in self.selections:
+            pool_ds = Dataset(X=d.X[pool], y=d.y[pool], classes=d.classes, test=None, name=f"{d.name}[pool]",
+                              info=dict(d.info))
+            selector = get_selector(spec.selector, size=spec.size, random_state=spec.seed, **spec.params)
             t0 = time.perf_counter()
             selector.fit(pool_ds)
             # a probe reused from another size of the curve still counts, as if trained for this selection
             select_seconds = time.perf_counter() - t0 + float(getattr(selector, "reused_seconds_", 0.0))
             chosen = pool[np.asarray(selector.indices_, dtype=np.int64)]
-            selections[key] = (chosen, getattr(selector, "weights_", None), select_seconds)
-        return selections[key]
+            self.selections[key] = (chosen, getattr(selector, "weights_", None), select_seconds)
+        return self.selections[key]
 
+    def _teacher_probs(self, seed: int, rows: np.ndarray, pool: np.ndarray, val_idx: np.ndarray) -> np.ndarray:
+        if seed not in self.teachers:  # a resumed run: retrain the seed's full model (deterministic)
+            self._train(pool, seed, val_idx, keep_teacher=True)
+        return softmax(self.teachers[seed][rows].astype(np.float64) / self.s.temperature).astype(np.float32)
+
+    def _train(self, idx: np.ndarray | None, seed: int, val_idx: np.ndarray, *, X=None, y=None, weights=None,
+               soft=None, soft_temperature: float = 1.0, budget_steps: int | None = None,
+               keep_teacher: bool = False) -> dict:
+        """Train a fresh model on rows ``idx`` (or on ``X``, ``y``) under the recipe; test it once."""
+        d, cfg = self.s.dataset, self.s.recipe
+        if idx is not None:  # samples in ascending row order: a subset equal to the pool trains as the full row
+            order = np.argsort(idx, kind="stable")
+            idx = idx[order]
+            X, y = self.X_model[idx], d.y[idx]
+            weights = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
+            soft = None if soft is None else np.asarray(soft)[order]
+        net = build_model(self.s.model, self.pre.model_shape, d.n_classes, seed=seed)
+        validation = (self.X_model[val_idx], d.y[val_idx]) if len(val_idx) else None
+        row_cfg = scaled_patience(cfg, len(y)) if budget_steps is None else replace(
+            cfg, max_steps=int(budget_steps), min_steps=0, patience_steps=0, patience=0, epochs=1, max_epochs=1)
+        if soft is not None:
+            row_cfg = replace(row_cfg, soft_temperature=float(soft_temperature))
+        result = training.train(net, X, y, row_cfg, sample_weight=weights, soft_labels=soft, validation=validation,
+                                device=self.s.device, seed=seed, description="train")
+        pred = training.predict_logits(result.model, self.X_test, device=self.s.device).argmax(axis=1)
+        if keep_teacher:
+            self.teachers[seed] = training.predict_logits(result.model, self.X_model, device=self.s.device)
+        val = max((h["val_accuracy"] for h in result.history if h.get("val_accuracy") is not None), default=None)
+        return {"test_accuracy": float((pred == d.test.y).mean()), "val_accuracy": val,
+                "train_seconds": result.seconds, "validation_seconds": result.validation_seconds,
+                "epochs": result.epochs, "steps": result.steps, "best_step": result.best_step,
+                "stop_reason": result.stop_reason, "weighted": weights is not None, "soft_labels": soft is not None,
+                "class_accuracy": per_class_accuracy(pred, d.test.y, d.n_classes)}
+
+
+def run_plan(plan: list[RowSpec], runner: RowRunner, run: _RunDir, *, progress: bool | Callable[[dict], None],
+             render: Callable[[], None]) -> None:
+    """Run every planned row not finished yet, appending its rows to ``run``; ``render`` after each method."""
+    bar = None
+    if progress is True:
+        from .progress import bar as progress_bar
+
+        bar = progress_bar(len(plan), desc=f"evaluate {runner.s.dataset.name}", unit="row")
+    notify = progress if callable(progress) else None
     current = None
-    # one probe per (pool, method settings) across the sizes of a curve
-    with reuse_probes():
+    with reuse_probes():  # one probe per (pool, method settings) across the sizes of a curve
         try:
-            for label, what, seed in plan:
-                if label != current and current is not None:
-                    finish_method()
-                current = label
-                pool, val_idx = _validation_rows(dataset.y, seed, validation_fraction, validation_max)
-                if isinstance(what, DistilledSet):
-                    size = len(what)
-                else:
-                    size = pool_size if label == "full" else sizes[what]
-                key = (label, size, seed)
-                if key in run.done:
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                row = {"method": label, "size": size, "seed": seed, "ratio": size / pool_size}
-                if label == "full":
-                    row.update(kind="full", select_seconds=0.0,
-                               **train_and_test(pool, seed, val_idx, keep_teacher=bool(soft_methods)))
-                elif label == BUDGETED_FULL:
-                    ref = run.done.get(("random", size, seed))
-                    if ref is None:
-                        chosen, _, _ = selected("random", size, seed, pool)
-                        ref = train_and_test(chosen, seed, val_idx)
-                    row.update(kind="budgeted-full", select_seconds=0.0, budget_steps=int(ref["steps"]),
-                               **train_and_test(pool, seed, val_idx, budget_steps=int(ref["steps"])))
-                elif isinstance(what, DistilledSet):
-                    row.update(_distilled_row(what, label, seed, val_idx, dataset, pre, use_weights, protocol,
-                                              dict(protocol_options or {}), dev,
-                                              train_and_test, images))
-                    if row.get("protocol_rows"):
-                        for extra in row.pop("protocol_rows"):
-                            run.append(extra)
+            for spec in plan:
+                if current is not None and spec.method != current:
+                    render()
+                current = spec.method
+                if not all(key in run.done for key in spec.done_keys):
+                    for row in runner.rows(spec):
+                        run.append(row)
+                        if notify is not None:
+                            notify(row)
                         if bar is not None:
-                            bar.update(1)
-                        continue
-                else:
-                    base = label[:-len(SOFT)] if label.endswith(SOFT) else label
-                    chosen, weights, select_seconds = selected(base, size, seed, pool)
-                    use = use_weights and weights is not None and not np.allclose(weights, 1.0)
-                    soft = teacher_probs(seed, chosen, pool, val_idx) if label.endswith(SOFT) else None
-                    row.update(kind="selection", select_seconds=select_seconds, size=len(chosen),
-                               **train_and_test(chosen, seed, val_idx, weights=weights if use else None, soft=soft,
-                                                soft_temperature=temperature))
-                    row["classes_present"] = int(len(np.unique(dataset.y[chosen])))
-                    if two_d and not label.endswith(SOFT):
-                        row["indices"] = np.sort(chosen).tolist()
-                run.append(row)
+                            bar.set_postfix(method=row["method"], size=row["size"], acc=f"{row['test_accuracy']:.4f}")
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(method=label, size=row["size"], acc=f"{row['test_accuracy']:.4f}")
-                if notify is not None:
-                    notify(row)
-            finish_method()
+            render()
         except KeyboardInterrupt:
-            finish_method()
+            render()
             raise
         finally:
             if bar is not None:
                 bar.close()
-    return report()
+
+
+def collect(done: dict, plan: list[RowSpec], context: dict, images: list[dict]) -> Report:
+    """The report of the finished rows, in plan order (method, then size and seed)."""
+    order = {label: i for i, label in enumerate(dict.fromkeys(spec.method for spec in plan))}
+    rows = sorted(done.values(), key=lambda r: (order.get(r["method"], len(order)), r["method"], r["size"], r["seed"]))
+    return Report(rows=rows, context=context, images=images)
+
+
+def _run_key(s: Settings) -> dict:
+    """What a resumed run must share with the run it continues (run.json)."""
+    key = {"fingerprint": s.dataset.fingerprint, "model": s.model, "recipe": s.recipe.to_dict(),
+           "validation_fraction": s.validation_fraction, "validation_max": s.validation_max,
+           "use_weights": s.use_weights, "protocol": s.protocol, "temperature": s.temperature,
+           "protocol_options": {k: list(v) if isinstance(v, tuple) else v for k, v in s.protocol_options.items()}}
+    if not s.baselines:  # added only when off, so runs made before the switch existed still resume
+        key["baselines"] = False
+    if s.protocol == "dc":  # dc once applied to synthetic sets only; such runs must not be resumed as "every set"
+        key["protocol_scope"] = "every set"
+    return key
+
+
+def rows_included(s: Settings) -> str:
+    """The report header's sentence on which rows the table holds."""
+    parts = []
+    if s.baselines:
+        parts.append("full data and random subsets (the baselines)")
+    else:
+        kept = [name for name, on in (("full data", s.full), ("random subsets", "random" in s.methods)) if on]
+        parts.append("baselines off" + (f" (kept as named: {' and '.join(kept)})" if kept else
+                                        ": no full-data or random rows"))
+    others = [m for m in s.methods if m != "random"]
+    if others:
+        parts.append("selections by " + ", ".join(others))
+    if s.budgeted_full:
+        parts.append("full data for each random row's step count (full (budgeted))")
+    if s.soft_methods:
+        parts.append("soft-label rows (+soft) of " + ", ".join(s.soft_methods))
+    if s.loaded:
+        parts.append(f"{len(s.loaded)} loaded set{'s' if len(s.loaded) > 1 else ''} ("
+                     + ", ".join(label for _, label in s.loaded) + ")")
+    return "; ".join(parts)
+
+
+def _protocol_rule(s: Settings) -> str:
+    """The training rule of every row: the recipe's budget rule, or the dc protocol's recipe."""
+    if s.protocol != "dc":
+        return budget_rule(s.recipe)
+    o = s.protocol_options
+    epochs = f"{o['epochs']} epochs" if o.get("epochs") else "300 epochs (1000 with a set's DSA augmentation)"
+    return (f"the dataset-condensation protocol for every set: fresh networks, SGD momentum 0.9, weight decay 5e-4, "
+            f"learning rate {o.get('lr') or '0.01 (or the set recorded one)'} cut x0.1 at half of training, batch "
+            f"{o.get('batch_size', 256)}, {epochs}, final-epoch test accuracy, no early stopping; drawn sets (full, "
+            f"random, selections) train one model per seed on that seed's draw, each loaded set "
+            f"{o.get('n_models', 5)} models")
+
+
+def run_context(s: Settings, pool_size: int, n_val: int, command: str | None) -> dict:
+    """The report's context: data, model, recipe, protocol, what rows it holds, the ratio's one denominator."""
+    d = s.dataset
+    dc = s.protocol == "dc"
+    model = (("/".join(s.protocol_options.get("architectures") or ())
+              or ("convnet" if d.is_image else "mlp")) + " (dc protocol; a synthetic set: its own unless "
+             "architectures are given)") if dc else s.model
+    rows = rows_included(s)
+    context = {
+        "dataset": d.name, "fingerprint": d.fingerprint, "n_train": len(d), "pool_size": pool_size,
+        "validation_size": n_val, "test_size": len(d.test), "n_features": d.n_features,
+        "sample_shape": list(d.sample_shape), "classes": list(d.classes), "model": model,
+        "recipe": s.recipe.to_dict(), "device": s.device, "seeds": list(s.seeds), "use_weights": s.use_weights,
+        "protocol": s.protocol, "budget_rule": _protocol_rule(s), "soft_label_teacher": (
+            f"the seed's full-data {s.model} (same rule), probabilities at temperature {s.temperature}"
+            if s.soft_methods else None),
+        "environment": environment(s.device), "command": command, "baselines": s.baselines,
+        "rows_included": rows, "ratio_denominator": pool_size,
+        "protocol_note": (f"rows: {rows}. Each row names its model and protocol (every row: "
+                          f"{'dc' if dc else s.protocol + ', ' + s.model}). ratio = size / {pool_size:,}, the "
+                          "training rows of the pool, for every row of the table (loaded sets included); validation "
+                          "rows for early stopping come from the training split and are excluded from that pool"),
+    }
+    if s.two_d:
+        context["points"] = {"X": d.X[:POINTS_MAX].tolist(), "y": d.y[:POINTS_MAX].tolist()}
+    return context
+
+
+def evaluate(
+    dataset: Dataset, *, methods: Sequence[str] = ("random",), ratios: Sequence[float] | str = (0.1,),
+    model: str = "mlp", seeds: int | Sequence[int] = 3, distilled: Sequence[str | os.PathLike | DistilledSet] = (),
+    use_weights: bool = False, protocol: str = "same", protocol_options: dict | None = None,
+    out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+    train_config: TrainConfig | None = None, method_params: dict[str, dict] | None = None,
+    validation_fraction: float = 0.1, validation_max: int = 5000, device: str = "auto",
+    progress: bool | Callable[[dict], None] = True, command: str | None = None, budget: str = "converge",
+    epochs: int = EQUAL_EPOCHS, budgeted_full: bool = False, soft_labels: Sequence[str] | bool = (),
+    temperature: float = 4.0, baselines: bool = True,
+) -> Report:
+    """Train a fresh model on the full pool, random subsets, selected subsets and loaded sets; test each.
+
+    Pipeline: checked :class:`Settings` -> :func:`plan_rows` (one :class:`RowSpec` per set, model, protocol and
+    seed) -> :class:`RowRunner` trains and tests each row -> :func:`collect` -> :class:`~datadistill.report.Report`.
+
+    Args:
+        dataset: the data, with a test split (``load`` makes one when the source has none).
+        methods: registered selector names (``datadistill.select.REGISTRY``).
+        ratios: subset sizes as fractions of the training pool, each in (0, 1] (or ``"0.01,0.1"``).
+        model: a model zoo name (``datadistill.models.MODELS``).
+        seeds: number of seeds (0..n-1) or explicit seeds; each seed re-draws validation rows, model
+            initialisation, batch order and the selection's ``random_state``.
+        distilled: saved DistilledSet directories (or objects) made from this same data set.
+        use_weights: train selected/loaded sets with their per-sample weights when they have them.
+        protocol: ``same`` (the recipe below for every row) or ``dc`` (every set, full, random, selections and
+            loaded sets alike, by ``datadistill.synth.protocol.evaluate_protocol``: ConvNet for images, fixed
+            epochs, SGD; one model per seed for drawn sets, ``n_models`` for a loaded set).
+        protocol_options: keyword arguments for ``evaluate_protocol`` (``n_models``, ``architectures``,
+            ``epochs``, ...), e.g. ``{"architectures": ("convnet", "mlp", "resnet18")}`` for cross-architecture.
+        out: run directory: ``rows.jsonl`` grows as rows finish; report.json/.md/.html and figures/ are
+            rewritten after each method and at the end.
+        resume, overwrite: continue a run in ``out`` (finished rows are skipped) or replace it.
+        train_config: the recipe (default :func:`default_recipe` of ``model``).
+        method_params: extra keyword arguments per selector name, e.g. ``{"kcenter": {"per_class": None}}``.
+        validation_fraction, validation_max: the early-stopping validation split taken from training rows.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        progress: show a progress bar (True), nothing (False), or call ``progress(row)`` as each row finishes.
+        command: the command line to record in the report.
+        budget, epochs: ``converge`` (default: every row to convergence under one step rule) or ``epochs`` (the
+            same ``epochs`` for every row, no early stopping); ignored when ``train_config`` is given.
+        budgeted_full: add "full (budgeted)" rows: full data trained for the random row's number of steps.
+        soft_labels: methods (or True for all, random included) that also get a "+soft" row trained on a
+            teacher's soft labels at ``temperature`` (the teacher: this seed's full-data model).
+        temperature: softening temperature of those labels.
+        baselines: add the full-data and random rows (default; every comparison needs the random line);
+            False: only the sets asked for (name ``full`` or ``random`` in ``methods`` to keep either).
+
+    Every row carries its ``model`` and ``protocol``; ``ratio`` is a fraction of one denominator for the whole
+    table, the seed's training pool (``context["ratio_denominator"]`` rows), stated in the report.
+
+    Raises:
+        ConfigError: unknown model, method or protocol; a ratio outside (0, 1]; bad seeds; nothing to evaluate.
+        DataError: the data set has no test split.
+        ArtifactError: ``out`` exists (without resume/overwrite) or belongs to another run; a distilled
+            set made from other data.
+    """
+    s = _check_settings(
+        dataset, methods=methods, ratios=ratios, model=model, seeds=seeds, distilled=distilled,
+        use_weights=use_weights, protocol=protocol, protocol_options=protocol_options, train_config=train_config,
+        method_params=method_params, validation_fraction=validation_fraction, validation_max=validation_max,
+        device=device, budget=budget, epochs=epochs, budgeted_full=budgeted_full, soft_labels=soft_labels,
+        temperature=temperature, baselines=baselines)
+    out_path = Path(out) if out is not None else None
+    run = _RunDir(out_path, resume, overwrite)
+    n_val = len(s.split(s.seeds[0])[1])
+    pool_size = len(s.dataset) - n_val
+    run.check_context(_run_key(s))
+    context = run_context(s, pool_size, n_val, command)
+    plan = plan_rows(s, pool_size)
+    runner = RowRunner(s, pool_size, run.done)
+
+    def render() -> None:
+        if out_path is not None and run.done:
+            collect(run.done, plan, context, runner.images).render(out_path)
+
+    run_plan(plan, runner, run, progress=progress, render=render)
+    return collect(run.done, plan, context, runner.images)
 
 
 def per_class_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[float | None]:
@@ -630,42 +902,6 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, n_classes: int) -> list[
         mask = y == c
         out.append(float((pred[mask] == c).mean()) if mask.any() else None)
     return out
-
-
-def _distilled_row(ds: DistilledSet, label: str, seed: int, val_idx: np.ndarray, dataset: Dataset,
-                   pre: Preprocessor, use_weights: bool, protocol: str, protocol_options: dict, device: str,
-                   train_and_test, images: list[dict]) -> dict:
-    timings = ds.meta.get("timings", {})
-    select_seconds = float(timings.get("select_seconds", timings.get("distill_seconds", 0.0)) or 0.0)
-    kind = ds.meta.get("kind", "selection")
-    if kind == "synthetic" and seed == 0 and len(images) < 8 and dataset.is_image:
-        images.append({"title": label, "X": ds.X[:200].tolist(), "y": ds.y[:200].tolist(),
-                       "classes": list(ds.classes)})
-    if kind == "synthetic" and protocol == "dc":
-        from .synth.protocol import evaluate_protocol
-
-        options = {"n_models": 5, **protocol_options}
-        rows = evaluate_protocol(dataset, ds, device=device, seed=seed, **options)
-        several = len({r.get("architecture") for r in rows}) > 1
-        for i, r in enumerate(rows):
-            r["method"] = f"{label} [{r['architecture']}]" if several else label
-            r.setdefault("size", len(ds))
-            r.setdefault("seed", seed + i)
-            r.setdefault("ratio", len(ds) / len(dataset))
-            r.setdefault("kind", kind)
-            r.setdefault("select_seconds", select_seconds)
-        return {"protocol_rows": rows}
-    weights = ds.weights if use_weights and ds.weights is not None else None
-    if ds.indices is not None:
-        val_idx = np.setdiff1d(val_idx, np.asarray(ds.indices, dtype=np.int64))
-    soft = ds.soft_labels
-    # a selection's soft labels are a probe's probabilities at a temperature (KD loss); a synthetic set's are
-    # learned label distributions (plain cross entropy)
-    soft_t = float((ds.meta.get("soft_labels") or {}).get("temperature", 1.0)) if kind != "synthetic" else 1.0
-    X = pre.transform(ds.X)
-    stats = train_and_test(None, seed, val_idx, X=X, y=np.asarray(ds.y, dtype=np.int64), weights=weights, soft=soft,
-                           soft_temperature=soft_t)
-    return {"kind": kind, "select_seconds": select_seconds, **stats}
 
 
 def load_report(directory: str | os.PathLike) -> Report:
