@@ -92,12 +92,16 @@ def test_distill_then_evaluate_saved_set_reproduces_accuracy(tmp_path, capsys):
     measured = json.loads((out / "meta.json").read_text())["accuracy"]
     code, _, _ = run(["evaluate", "digits", "--distilled", out, "--protocol", "dc", "--eval-models", "2",
                       "--eval-epochs", "5", "--methods", "random", "--ratios", "0.05", "--seeds", "1",
-                      "--out", tmp_path / "ev"], capsys)
+                      "--no-baselines", "--out", tmp_path / "ev"], capsys)
     assert code == 0
     rows = [json.loads(line) for line in (tmp_path / "ev" / "rows.jsonl").read_text().splitlines()]
     accs = sorted(r["test_accuracy"] for r in rows if r["method"].startswith("dm:"))
     assert len(accs) == 2
     assert np.mean(accs) == pytest.approx(measured["mean"], abs=1e-12)
+    # the random subset (named in --methods, so kept without the baselines) is judged by the same protocol
+    random_rows = [r for r in rows if r["method"] == "random"]
+    assert len(random_rows) == 1 and (random_rows[0]["model"], random_rows[0]["protocol"]) == ("convnet", "dc")
+    assert not any(r["method"] == "full" for r in rows)
 
 
 def test_evaluate_rejects_bad_ratios_and_unknown_model(tmp_path, capsys):

@@ -152,6 +152,34 @@ def test_evaluate_json_end_to_end(tmp_path, csv_file, capsys):
     assert err == ""  # --quiet: no summary, no bar
 
 
+def test_evaluate_no_baselines(tmp_path, csv_file, capsys, monkeypatch):
+    code, stdout, err = run(["evaluate", csv_file, "--methods", "stratified", "--ratios", "0.5", "--seeds", "1",
+                             "--model", "logreg", "--budget", "epochs", "--epochs", "2", "--no-baselines", "--json",
+                             "--quiet"], capsys)
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert {r["method"] for r in doc["rows"]} == {"stratified"}
+    assert all((r["model"], r["protocol"]) == ("logreg", "same") for r in doc["rows"])
+    assert doc["context"]["baselines"] is False and "baselines off" in doc["context"]["rows_included"]
+    code, _, err = run(["evaluate", csv_file, "--no-baselines", "--quiet"], capsys)
+    assert code == 2 and "nothing to evaluate" in err and "Traceback" not in err
+
+    seen = []
+
+    class FakeReport:
+        def to_markdown(self):
+            return "| table |"
+
+    def fake_evaluate(dataset, **kwargs):
+        seen.append(kwargs)
+        return FakeReport()
+
+    monkeypatch.setattr(dd, "evaluate", fake_evaluate)
+    assert run(["evaluate", csv_file, "--quiet"], capsys)[0] == 0
+    assert run(["evaluate", csv_file, "--quiet", "--no-baselines", "--methods", "kcenter"], capsys)[0] == 0
+    assert [(kw["methods"], kw["baselines"]) for kw in seen] == [(["random"], True), (["kcenter"], False)]
+
+
 # --- --quiet and progress -------------------------------------------------------------------------
 def test_quiet_drops_notes_but_keeps_the_result(tmp_path, csv_file, capsys):
     code, out, err = run(["select", csv_file, "--method", "random", "--size", "10", "--quiet",

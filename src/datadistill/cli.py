@@ -444,7 +444,9 @@ def cmd_evaluate(args) -> int:
     from .synth.protocol import check_protocol_options
 
     ratios = parse_ratios(args.ratios)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
+    if args.methods is None:  # not given: random, unless the baselines are off (then only what is asked for)
+        args.methods = "" if args.no_baselines else "random"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     method_params = _method_params(args.param, methods)
     options = {"n_models": args.eval_models}
     if args.eval_epochs is not None:
@@ -464,7 +466,7 @@ def cmd_evaluate(args) -> int:
                          device=args.device, use_weights=args.use_weights, progress=not args.quiet,
                          command=" ".join(["datadistill", *sys.argv[1:]]), budget=args.budget, epochs=args.epochs,
                          budgeted_full=args.budgeted_full, soft_labels=_soft_list(args.soft_labels, methods),
-                         temperature=args.temperature)
+                         temperature=args.temperature, baselines=not args.no_baselines)
     if args.json:
         _print_json({"command": "evaluate", "out": None if args.out is None else str(args.out),
                      "report": None if args.out is None else str(Path(args.out) / "report.html"),
@@ -728,15 +730,21 @@ def _evaluate_parser(sub) -> None:
                               ("datadistill evaluate mnist.npz --distilled mnist-dm --protocol dc --json --out ev",
                                "a saved set under the dataset-condensation protocol; the report as JSON on stdout")])
     _data_arguments(p)
-    p.add_argument("--methods", default="random", help="comma-separated selection methods (default random)")
+    p.add_argument("--methods", help="comma-separated selection methods (default random)")
     p.add_argument("--ratios", default="0.01,0.05,0.1,0.2,0.5", help="comma-separated fractions in (0, 1]")
     p.add_argument("--model", default="mlp", help="logreg, mlp (default), convnet or resnet18")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--distilled", action="append", metavar="DIR", help="a saved DistilledSet to evaluate too")
     p.add_argument("--protocol", choices=["same", "dc"], default="same",
-                   help="same: every row with the --model recipe (default); dc: synthetic sets with the "
-                        "dataset-condensation protocol (fresh ConvNets, SGD, 300 epochs, 1000 with DSA)")
-    p.add_argument("--eval-models", type=int, default=5, help="--protocol dc: fresh models per architecture (5)")
+                   help="same: every row with the --model recipe (default); dc: every set (full, random, "
+                        "selections, --distilled sets) with the dataset-condensation protocol (fresh ConvNets on "
+                        "images, SGD, 300 epochs, 1000 with DSA); each row names its model and protocol")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="leave out the full-data and random rows (kept by default: every comparison needs the "
+                        "random line); name full or random in --methods to keep either")
+    p.add_argument("--eval-models", type=int, default=5,
+                   help="--protocol dc: fresh models per architecture for each --distilled set (5); drawn sets "
+                        "(full, random, selections) train one model per seed")
     p.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                    help="a selector parameter for one method, repeatable (e.g. --param kmeans.pca=50); checked "
                         "before anything trains")
