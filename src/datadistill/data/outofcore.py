@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import time
@@ -90,7 +91,8 @@ class OutOfCoreSource:
         bs = int(batch_size or self.batch_size)
         if self._array is not None:
             for s in range(0, self.n_rows, bs):
-                B = np.asarray(self._array[s:s + bs], dtype=np.float32)
+                B = np.array(self._array[s:s + bs], dtype=np.float32)
+                release(self._array)
                 _check_finite(B, self.path, s)
                 yield s, B
             return
@@ -113,12 +115,22 @@ class OutOfCoreSource:
                             f"0..{self.n_rows - 1}")
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         if self._array is not None:
-            out[order] = np.asarray(self._array[srt], dtype=np.float32)
+            for a in range(0, len(srt), 512):  # a scattered gather maps pages around every row: release often
+                out[order[a:a + 512]] = self._array[srt[a:a + 512]]
+                release(self._array)
             return out
         for s, B in self.batches():
             lo, hi = np.searchsorted(srt, [s, s + len(B)])
             out[order[lo:hi]] = B[srt[lo:hi] - s]
         return out
+
+
+def release(array) -> None:
+    """Drop a memory map's pages from this process's resident set (they stay in the page cache, and a later read
+    maps them again): read pieces then count against memory only while they are in use. Linux; else a no-op."""
+    m = getattr(array, "_mmap", None)
+    if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        m.madvise(mmap.MADV_DONTNEED)
 
 
 def _check_finite(B: np.ndarray, where, first: int) -> None:
@@ -285,14 +297,15 @@ def _parts(selector, source: OutOfCoreSource, k: int, wrong: np.ndarray | None) 
     return out
 
 
-def _spill(source: OutOfCoreSource, pre, pools: list[np.ndarray], folder: Path) -> list[np.memmap]:
+def _spill(source: OutOfCoreSource, pre, pools: list[np.ndarray], folder: Path) -> list[Path]:
     """Write each pool's standardised rows once to a feature-major (d, n) float32 file; one pass over the source.
 
     Pools hold sorted rows, so a piece's rows of one pool fill one column range (found by bisection: no
-    per-row bookkeeping beyond the pools themselves).
+    per-row bookkeeping beyond the pools themselves). Written pages leave the resident set after each piece.
     """
-    maps = [np.memmap(folder / f"pool{i}.f32", dtype=np.float32, mode="w+", shape=(source.dim, max(1, len(p))))
-            for i, p in enumerate(pools)]
+    paths = [folder / f"pool{i}.f32" for i in range(len(pools))]
+    maps = [np.memmap(f, dtype=np.float32, mode="w+", shape=(source.dim, max(1, len(p))))
+            for f, p in zip(paths, pools)]
     for start, B in source.batches():
         Z = None
         for p, m in zip(pools, maps):
@@ -300,9 +313,10 @@ def _spill(source: OutOfCoreSource, pre, pools: list[np.ndarray], folder: Path) 
             if hi > lo:
                 Z = pre.transform(B) if Z is None else Z
                 m[:, lo:hi] = Z[p[lo:hi] - start].T
+                release(m)
     for m in maps:
         m.flush()
-    return maps
+    return paths
 
 
 # --- the methods on one pool ------------------------------------------------------------------------------------
@@ -325,7 +339,9 @@ def _kmeans_pool(selector, XT: np.ndarray, k: int, rng: np.random.Generator, bat
 
     def batches():
         for s in range(0, n, batch_size):
-            yield s, torch.from_numpy(np.ascontiguousarray(XT[:, s:s + batch_size].T))
+            B = torch.from_numpy(np.ascontiguousarray(XT[:, s:s + batch_size].T))
+            release(XT)
+            yield s, B
 
     def take(pos):
         return np.ascontiguousarray(XT[:, np.asarray(pos)].T)
@@ -430,18 +446,19 @@ def _run_parts(selector, method, source, parts, difficulty, wrong, bs, scratch_d
     work = [i for i, (pool, kc, _, _) in enumerate(parts) if kc < len(pool)]
     results, details = [], []
     with tempfile.TemporaryDirectory(prefix="datadistill-ooc-", dir=scratch_dir) as folder:
-        maps = {}
+        files = {}
         if method in GEOMETRIC and work:
-            spilled = _spill(source, preprocessor(source), [parts[i][0] for i in work], Path(folder))
-            maps = dict(zip(work, spilled))
+            files = dict(zip(work, _spill(source, preprocessor(source), [parts[i][0] for i in work], Path(folder))))
         for i, (pool, kc, seed, kept) in enumerate(parts):
             info = {"pool": int(len(pool)), "budget": int(kc)}
+            # a pool's scratch file is mapped only while that pool is selected
+            XT = np.memmap(files[i], dtype=np.float32, mode="r+", shape=(source.dim, len(pool))) if i in files else None
             idx, w = _one_part(selector, method, pool, kc, np.random.default_rng(seed if seed else None),
-                               maps.get(i), difficulty, wrong, bs, progress, info)
+                               XT, difficulty, wrong, bs, progress, info)
+            del XT
             results.append((np.concatenate([kept, idx]).astype(np.int64),
                             np.concatenate([np.ones(len(kept)), np.asarray(w, dtype=np.float64)])))
             details.append(info)
-        del maps
     return results, details
 
 

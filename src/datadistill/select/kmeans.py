@@ -118,23 +118,25 @@ def streamed_kmeans_prototypes(batches: Callable[[], Iterable[tuple[int, torch.T
 
     ``batches()`` yields (first row, float32 rows) over the rows in order, every call the same rows;
     ``take(rows)`` returns the given rows (a seeded sample of 16 rows per centroid seeds the centroids, with
-    k-means++ where affordable as :func:`faiss_kmeans` does). Then ``epochs`` passes of mini-batch k-means
+    D² sampling). Then ``epochs`` passes of mini-batch k-means
     (Sculley 2010: each centroid moves towards its batch mean at the rate batch count / running count) and
     one assignment pass that keeps, per centroid, its nearest member. Memory: O(k·d) plus one batch.
     Returns (prototype rows, cluster sizes, inertia of the final centroids); empty clusters are filled as in
     :func:`kmeans_prototypes`.
     """
+    from .kcenter import kcenter_columns
+
     rng = np.random.default_rng(random_state)
     m = min(n, 16 * k)
-    sample = take(np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n))
-    init = _plusplus_init(sample, k, random_state)
-    if init is None:
-        init = sample[np.sort(rng.choice(m, k, replace=False))]
-    C = torch.tensor(np.asarray(init, dtype=np.float32))
+    sample = np.asarray(take(np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)), dtype=np.float32)
+    # D² seeding (k-means++ with one trial) by the streaming k-center kernel: O(m·k·d), no m x k matrix
+    seeds, _, _ = kcenter_columns(torch.from_numpy(np.ascontiguousarray(sample.T)), k, first=int(rng.integers(m)),
+                                  rng=rng, d2=True)
+    C = torch.tensor(sample[np.sort(seeds)])
     counts = torch.zeros(k, dtype=torch.float64)
     for _ in range(int(epochs)):
         for _, B in batches():
-            idx, _ = nearest(B, C)
+            idx, _ = nearest_sq(B, C)
             cnt = torch.bincount(idx, minlength=k)
             sums = torch.zeros_like(C).index_add_(0, idx, B)
             counts += cnt
@@ -149,8 +151,21 @@ def streamed_kmeans_prototypes(batches: Callable[[], Iterable[tuple[int, torch.T
         P = torch.as_tensor(np.asarray(take(protos), dtype=np.float32))
         sizes = np.zeros(k)
         for _, B in batches():
-            sizes += np.bincount(nearest(B, P)[0].numpy(), minlength=k)
+            sizes += np.bincount(nearest_sq(B, P)[0].numpy(), minlength=k)
     return protos, sizes, inertia
+
+
+def nearest_sq(A: torch.Tensor, C: torch.Tensor, *, block: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of A, the index of its nearest row of C and the squared distance (at most ``block`` at once)."""
+    csq = (C * C).sum(1)
+    chunk = max(1, block // max(1, len(C)))
+    idx, dist = [], []
+    for i in range(0, len(A), chunk):
+        a = A[i:i + chunk]
+        m = torch.addmm(csq, a, C.t(), alpha=-2.0).min(dim=1)
+        idx.append(m.indices)
+        dist.append((m.values + (a * a).sum(1)).clamp_(min=0))
+    return torch.cat(idx), torch.cat(dist)
 
 
 def _assign(batches: Iterable[tuple[int, torch.Tensor]], C: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
@@ -161,9 +176,9 @@ def _assign(batches: Iterable[tuple[int, torch.Tensor]], C: torch.Tensor) -> tup
     sizes = torch.zeros(k, dtype=torch.float64)
     inertia = 0.0
     for start, B in batches:
-        idx, dist = nearest(B, C)
+        idx, dist = nearest_sq(B, C)
         sizes += torch.bincount(idx, minlength=k)
-        inertia += float((dist.double() ** 2).sum())
+        inertia += float(dist.double().sum())
         bd = torch.full((k,), float("inf")).scatter_reduce_(0, idx, dist, "amin")
         at = torch.nonzero(dist == bd[idx]).squeeze(1)
         br = torch.full((k,), len(B), dtype=torch.long).scatter_reduce_(0, idx[at], at, "amin")
