@@ -35,7 +35,6 @@ from ..training import TrainConfig, accuracy, predict_logits, resolve_device, tr
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_MIN_ACCURACY = 0.5
-CHUNK_STEPS = 20
 
 
 @dataclass
@@ -77,6 +76,15 @@ def soft_probabilities(model: nn.Module, X_model, temperature: float = DEFAULT_T
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _check_time_budget(time_budget) -> float | None:
+    if time_budget is None:
+        return None
+    if (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real) or math.isnan(time_budget)
+            or time_budget < 0):
+        raise ConfigError(f"teacher time_budget must be a number of seconds >= 0 (or None), got {time_budget!r}")
+    return float(time_budget)
+
+
 def train_teacher_model(X_model: np.ndarray, y: np.ndarray, n_classes: int, *, architecture: str,
                         model_kwargs: dict | None = None, steps: int = 500, batch_size: int = 128,
                         lr: float = 1e-3, validation_fraction: float = 0.1, max_samples: int | None = 20_000,
@@ -85,12 +93,13 @@ def train_teacher_model(X_model: np.ndarray, y: np.ndarray, n_classes: int, *, a
                         ) -> tuple[nn.Module, float | None, int, float]:
     """Train a teacher on model-space ``X_model`` -> (model, validation accuracy, steps, seconds).
 
-    ``max_samples`` rows (a random draw) train it for at most ``steps`` Adam steps; ``time_budget``
-    seconds stop it within about 20 steps of crossing it. Warns when validation accuracy is below ``min_accuracy``.
+    ``max_samples`` rows (a random draw) train it in one training run of at most ``steps`` Adam steps;
+    ``time_budget`` seconds (counted from the call) stop it after the first step that ends past them. Warns when validation accuracy is below ``min_accuracy``.
     """
     for name, value in (("teacher steps", steps), ("teacher batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    budget = _check_time_budget(time_budget)
     start = time.perf_counter()
     dev = resolve_device(device)
     y = np.asarray(y, dtype=np.int64)
@@ -107,24 +116,11 @@ def train_teacher_model(X_model: np.ndarray, y: np.ndarray, n_classes: int, *, a
         validation = (X_model[val_rows], y[val_rows])
     net = build_model(architecture, X_model.shape[1:], n_classes, seed=random_state, **dict(model_kwargs or {}))
     cfg = TrainConfig(max_steps=int(steps), batch_size=int(batch_size), lr=float(lr), optimizer="adam")
-    if time_budget is None:
-        result = train(net, X_model[fit_rows], y[fit_rows], cfg, device=dev, seed=random_state, description="teacher")
-        done = result.steps
-    else:
-        # under a time budget, train on successive chunks of CHUNK_STEPS batches, checking the clock between them
-        # (the training loop can stop only between epochs; an epoch over all rows can take minutes on a CPU)
-        order, pos, done = rng.permutation(fit_rows), 0, 0
-        chunk = CHUNK_STEPS * int(batch_size)
-        while done < steps and (done == 0 or time.perf_counter() - start < time_budget):
-            if pos >= len(order):
-                order, pos = rng.permutation(fit_rows), 0
-            part = order[pos:pos + chunk]
-            pos += chunk
-            part_cfg = TrainConfig(max_steps=min(int(steps) - done, math.ceil(len(part) / int(batch_size))),
-                                   batch_size=int(batch_size), lr=float(lr), optimizer="adam")
-            result = train(net, X_model[part], y[part], part_cfg, device=dev, seed=random_state + done,
-                           description="teacher")
-            net, done = result.model, done + result.steps
+    # one training, one optimiser state; under a time budget a per-step check of the clock ends it (at least one step)
+    clock = () if budget is None else (lambda step, loss: time.perf_counter() - start >= budget,)
+    result = train(net, X_model[fit_rows], y[fit_rows], cfg, device=dev, seed=random_state, description="teacher",
+                   batch_callbacks=clock)
+    net, done = result.model, result.steps
     acc = None
     if validation is not None:
         acc = accuracy(net, validation[0], validation[1], device=dev)
