@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import load
-from .data.artifact import check_replaceable, write_marker
+from .data.artifact import atomic_write, check_replaceable, write_marker
 from .errors import ArtifactError
 
 FIGURE = "two_gaussians.png"
@@ -56,12 +57,10 @@ def two_gaussians_figure(dataset, selections: dict[str, np.ndarray], path: Path)
     np.atleast_1d(axes)[0].set_ylabel("x2")
     fig.suptitle("two Gaussian classes: chosen points highlighted, full-data decision boundary dashed")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def run_demo(out: str | Path = "datadistill-demo", *, overwrite: bool = False, quick: bool = False) -> Path:
@@ -96,6 +95,7 @@ def check_demo_replaceable(out: Path) -> None:
         _RunDir.check_replaceable(directory)
         return []
 
+    # FIGURE + ".tmp.png": the temporary of earlier versions; atomic_write's own temporaries are recognised
     check_replaceable(out, "demo", files=(FIGURE, FIGURE + ".tmp.png"), folders=dict.fromkeys(RUNS, run),
                       legacy=lambda p: any((p / name).exists() for name in (FIGURE, *RUNS)))
 
