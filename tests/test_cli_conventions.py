@@ -350,3 +350,31 @@ def test_resumed_distill_keeps_the_time_already_spent(tmp_path):
     torch.save(blob, ckpt)
     with pytest.raises(dd.ArtifactError, match="seconds -1.0"):
         dd.get_distiller("dm", iterations=6, **kw).fit(ds)
+
+
+# --- Dask flags -----------------------------------------------------------------------------------
+def test_select_scheduler_threads_by_rows_matches_by_class_for_top_k(tmp_path, csv_file, capsys):
+    """--scheduler threads --by rows: the score top-k reduced over row partitions is the offline subset."""
+    pytest.importorskip("distributed")
+    picks = {}
+    for by in ("rows", "class"):
+        out = tmp_path / by
+        code, _, err = run(["select", csv_file, "--method", "entropy", "--size", "15", "--param", "strategy=hardest",
+                            "--scheduler", "threads", "--by", by, "--partitions", "3", "--quiet", "--out", out],
+                           capsys)
+        assert code == 0, err
+        picks[by] = DistilledSet.open(out).indices
+    assert np.array_equal(np.sort(picks["rows"]), np.sort(picks["class"]))
+
+
+def test_select_unreachable_scheduler_is_a_clear_error_not_a_hang(tmp_path, csv_file, capsys):
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as s:  # a free local port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = run(["select", csv_file, "--method", "kcenter", "--size", "10", "--scheduler",
+                        f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "1", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "127.0.0.1" in err
+    assert not (tmp_path / "o").exists()

@@ -440,9 +440,7 @@ def _verification_steps(cfg, pool_size: int) -> int:
 def _reselect(selector, dataset: Dataset, k: int) -> None:
     """Choose ``k`` rows with a fitted selector, reusing what ``fit`` computed (scores, features, probe)."""
     selector.size, selector.ratio = int(k), None
-    start = time.perf_counter()
-    results = [selector._select_part(pool, kc, seed) for pool, kc, seed in selector.partitions(dataset, int(k))]
-    selector._finish(dataset, results, start)
+    selector._fit_parts(dataset, int(k))
 
 
 def choose(records: Sequence[dict]) -> dict | None:

@@ -253,8 +253,10 @@ def cmd_select(args) -> int:
     selector.check_params()  # size, ratio and seed before a large file is read
     _check_out(args.out, args.overwrite)
     dataset = _load(args)
-    if args.dask is not None:
-        dd.fit_distributed(selector, dataset, address=args.dask or None, n_workers=args.workers)
+    scheduler = args.scheduler or (None if args.dask is None else (args.dask or f"local:{args.workers}"))
+    if scheduler is not None:
+        dd.fit_distributed(selector, dataset, scheduler=scheduler, by=args.by, n_partitions=args.partitions,
+                           timeout=args.scheduler_timeout)
     else:
         selector.fit(dataset)
     result = selector.transform(dataset).record_source(dataset)
@@ -624,9 +626,21 @@ def _select_parser(sub) -> None:
                    help="method-specific parameter, repeatable (e.g. --param model=logreg --param epochs=10)")
     p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--scheduler", metavar="WHERE",
+                   help="run the selection on Dask: threads, local:N (a local cluster of N processes) or "
+                        "tcp://host:port (an existing cluster; one that does not answer within "
+                        "--scheduler-timeout is an error)")
+    p.add_argument("--by", choices=["auto", "rows", "class"], default="auto",
+                   help="how Dask splits the work: rows (partitions of rows, reduced globally: score top-k, "
+                        "composable k-center, GreeDi, k-means of partition centroids), class (one task per "
+                        "class, the offline subset), auto (rows where the method has a row form; default)")
+    p.add_argument("--partitions", type=int, metavar="N",
+                   help="row partitions per class for --by rows (default: the number of workers)")
+    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the scheduler and a worker (default 10)")
     p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run the per-class parts on a Dask cluster (a local one when no address is given)")
-    p.add_argument("--workers", type=int, default=2, help="workers of the local Dask cluster (default 2)")
+                   help="same as --scheduler ADDRESS (a local cluster of --workers processes without one)")
+    p.add_argument("--workers", type=int, default=2, help="processes of the local cluster of --dask (default 2)")
     p.add_argument("--check", nargs="?", const="logreg", choices=["logreg", "mlp"], metavar="MODEL",
                    help="compare the subset with random subsets of the same size (a cheap logreg or mlp proxy on "
                         "held-out training rows); warns in one line when it is worse; recorded in meta.json")
