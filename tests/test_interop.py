@@ -434,8 +434,11 @@ def report():
 def test_report_to_dataframe_rows_and_aggregate(pd):
     r = report()
     df = report_to_dataframe(r)
-    assert len(df) == 4 and list(df.columns[:5]) == ["method", "kind", "size", "ratio", "seed"]
+    assert len(df) == 4 and list(df.columns[:7]) == ["method", "model", "protocol", "kind", "size", "ratio", "seed"]
     assert "indices" not in df.columns and "test_accuracy" in df.columns
+    # rows written before rows named their model: the run's model under the same recipe
+    assert set(df.model) == {"mlp"} and set(df.protocol) == {"same"}
+    assert all("model" not in row for row in r.rows)  # the report's own rows are left as read
     assert df.attrs["context"] == {"dataset": "toy", "model": "mlp"}
     k = df[df.method == "kcenter"]
     np.testing.assert_allclose(k.test_accuracy, [0.7, 0.74])
@@ -444,6 +447,20 @@ def test_report_to_dataframe_rows_and_aggregate(pd):
     row = agg.set_index("method").loc["kcenter"]
     assert row.accuracy_mean == pytest.approx(0.72) and row.seeds == 2
     assert row.vs_full_points == pytest.approx((0.72 - 0.91) * 100)
+    assert list(agg.columns[:3]) == ["method", "model", "protocol"] and set(agg.protocol) == {"same"}
+
+
+def test_report_to_dataframe_keeps_each_rows_model_and_protocol(pd):
+    rows = [{"method": f"{m} [{arch}]", "kind": "selection", "size": 10, "ratio": 0.1, "seed": 0, "model": arch,
+             "protocol": "dc", "test_accuracy": acc, "train_seconds": 1.0}
+            for m, arch, acc in (("random", "convnet", 0.5), ("random", "mlp", 0.4), ("dm", "convnet", 0.6))]
+    r = Report(rows=rows, context={"dataset": "toy", "model": "convnet (dc protocol)", "protocol": "dc"})
+    df = report_to_dataframe(r)
+    assert list(df.columns[:3]) == ["method", "model", "protocol"]
+    assert list(zip(df.model, df.protocol)) == [("convnet", "dc"), ("mlp", "dc"), ("convnet", "dc")]
+    agg = report_to_dataframe(r, aggregate=True)
+    assert sorted(zip(agg.method, agg.model)) == [("dm [convnet]", "convnet"), ("random [convnet]", "convnet"),
+                                                  ("random [mlp]", "mlp")]
 
 
 # --- the estimator protocol (issue 12, item 1) --------------------------------------------------------

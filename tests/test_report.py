@@ -151,3 +151,103 @@ def test_one_sign_convention_significant_losses_and_per_class_flags():
     assert [f["class"] for f in flags["bad"]] == ["c"] and flags["random"] == []
     md = report.to_markdown()
     assert "c -20.0" in md and "trained to convergence" in md and "vs full (points)" in md
+
+
+# --- rows name their model and protocol ----------------------------------------------------------------
+def _row(method: str, size: int, seed: int, acc: float, **kw) -> dict:
+    return {"method": method, "kind": kw.pop("kind", "selection"), "size": size, "ratio": size / 100, "seed": seed,
+            "test_accuracy": acc, "train_seconds": kw.pop("train_seconds", 1.0), "select_seconds": 0.0, **kw}
+
+
+def _dc_report() -> Report:
+    """A dc table over two architectures: labels carry ``[arch]``, each row its model and protocol dc."""
+    accs = {("full", "convnet"): 0.95, ("full", "mlp"): 0.90, ("random", "convnet"): 0.80,
+            ("random", "mlp"): 0.70, ("dm", "convnet"): 0.85, ("dm", "mlp"): 0.68}
+    rows = []
+    for seed in range(2):
+        for (method, arch), acc in accs.items():
+            size = 100 if method == "full" else 10
+            rows.append(_row(f"{method} [{arch}]", size, seed, acc + 0.01 * seed, model=arch, protocol="dc",
+                             train_seconds=10.0 if method == "full" else 2.0))
+    return Report(rows=rows, context={"dataset": "toy", "model": "convnet/mlp (dc protocol)", "protocol": "dc"})
+
+
+def test_tables_show_each_rows_model_and_protocol(tmp_path):
+    report = _report(two_d=False)
+    md = report.table_markdown()
+    assert md.splitlines()[0].startswith("| method | model | protocol | size |")
+    assert "\n| kcenter | mlp | same | 10 |" in md and "\n| full | mlp | same | 100 |" in md
+    page = report.to_html(tmp_path / "r.html", figure_pngs=[]).read_text()
+    assert "<th>model</th><th>protocol</th>" in page
+    assert "<td>kcenter</td><td>mlp</td><td>same</td><td>10</td>" in page
+    assert all({"model": "mlp", "protocol": "same"}.items() <= a.items() for a in report.aggregate())
+
+
+def test_dc_rows_are_compared_with_random_and_full_of_the_same_model(tmp_path):
+    report = _dc_report()
+    assert report.methods()[:4] == ["full [convnet]", "full [mlp]", "random [convnet]", "random [mlp]"]
+    agg = {a["method"]: a for a in report.aggregate()}
+    assert agg["dm [convnet]"]["model"] == "convnet" and agg["dm [convnet]"]["protocol"] == "dc"
+    assert agg["dm [convnet]"]["vs_full_points"] == pytest.approx(-10.0)  # 0.855 vs convnet's full 0.955
+    assert agg["dm [mlp]"]["vs_full_points"] == pytest.approx(-22.0)      # 0.685 vs mlp's full 0.905
+    assert agg["dm [mlp]"]["train_speedup"] == pytest.approx(5.0)
+    versus = {v["method"]: v for v in report.against_random()}
+    assert set(versus) == {"dm [convnet]", "dm [mlp]"}
+    assert versus["dm [convnet]"]["random"] == "random [convnet]"
+    assert versus["dm [convnet]"]["delta_points"] == pytest.approx(5.0) and versus["dm [convnet]"]["beats"]
+    assert versus["dm [mlp]"]["delta_points"] == pytest.approx(-2.0) and not versus["dm [mlp]"]["beats"]
+    md = report.to_markdown()
+    assert "- dm \\[convnet\\]: 10: +5.00*" in md and "- dm \\[mlp\\]: 10: -2.00*" in md
+    assert "\n| dm \\[mlp\\] | mlp | dc | 10 |" in md
+    report.render(tmp_path)  # a full line and a random curve per architecture
+    assert (tmp_path / FIGURES_DIR / "accuracy_vs_size.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_one_label_under_two_models_stays_two_rows():
+    rows = []
+    for seed in range(2):
+        for model, protocol, base in (("mlp", "same", 0.9), ("convnet", "dc", 0.8)):
+            rows += [_row("full", 100, seed, base, model=model, protocol=protocol, kind="full"),
+                     _row("random", 10, seed, base - 0.2 + 0.001 * seed, model=model, protocol=protocol),
+                     _row("kcenter", 10, seed, base - (0.1 if model == "mlp" else 0.3), model=model,
+                          protocol=protocol)]
+    report = Report(rows=rows, context={"dataset": "toy", "model": "mlp"})
+    agg = {(a["method"], a["model"]): a for a in report.aggregate()}
+    assert len(agg) == 6 and agg[("kcenter", "convnet")]["seeds"] == 2
+    assert agg[("kcenter", "convnet")]["accuracy_mean"] == pytest.approx(0.5)
+    versus = {(v["method"], v["model"]): v["delta_points"] for v in report.against_random()}
+    assert versus == {("kcenter", "mlp"): pytest.approx(9.95), ("kcenter", "convnet"): pytest.approx(-10.05)}
+    md = report.to_markdown()
+    assert "- kcenter (mlp, same): 10: +9.95*" in md and "- kcenter (convnet, dc): 10: -10.05*" in md
+
+
+def test_header_states_the_rows_included_on_their_own_line(tmp_path):
+    report = _report(two_d=False)
+    rows = "full data and random subsets (the baselines); selections by kcenter"
+    report.context.update(rows_included=rows, protocol_note=f"rows: {rows}. ratio = size / 100, the pool")
+    md = report.to_markdown()
+    assert f"\n- rows included: {rows}\n" in md
+    protocol_line = next(line for line in md.splitlines() if line.startswith("- protocol:"))
+    assert protocol_line == "- protocol: ratio = size / 100, the pool"
+    page = report.to_html(tmp_path / "r.html", figure_pngs=[]).read_text()
+    assert f"<li>rows included: {rows}</li>" in page and "<li>protocol: ratio = size / 100, the pool</li>" in page
+
+
+def test_a_report_json_from_before_rows_named_their_model_still_renders(tmp_path):
+    import json
+
+    old = _report(two_d=False)
+    # an older dc run: a synthetic set's rows carry the architecture; the other rows trained the run's mlp
+    old.rows += [_row("dm", 10, seed, 0.6 + 0.01 * seed, kind="synthetic", architecture="convnet")
+                 for seed in range(2)]
+    old.context.update(protocol="dc", protocol_note="validation rows come from the training split")
+    assert not any("model" in r or "protocol" in r for r in old.rows)
+    (tmp_path / REPORT_JSON).write_text(json.dumps({"rows": old.rows, "context": old.context}))
+    render(tmp_path)
+    md = (tmp_path / REPORT_MD).read_text()
+    assert "\n| kcenter | mlp | same | 10 |" in md and "\n| random | mlp | same | 50 |" in md
+    assert "\n| dm | convnet | dc | 10 | 0.1 | 2 | 60.50 ± 0.71 | — |" in md  # no convnet full row to compare with
+    assert "- rows included: the rows in the table: full, random, kcenter, dm\n" in md
+    assert "- kcenter: 10: +6.00*" in md and "- dm:" not in md  # no dc random row for dm
+    again = Report.from_json(tmp_path / REPORT_JSON)
+    assert again.rows == old.rows

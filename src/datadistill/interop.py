@@ -489,16 +489,17 @@ def to_pandas(distilled: DistilledSet, *, feature_names: Sequence[str] | None = 
 
 
 def report_to_dataframe(report, *, aggregate: bool = False):
-    """A Report's rows as a DataFrame: one row per (method, size, seed), or per (method, size) when aggregated.
+    """A Report's rows as a DataFrame: one row per (method, model, protocol, size, seed), or without seed aggregated.
 
-    Per-seed rows carry every field but the chosen ``indices`` (read ``report.rows`` for those);
+    Per-seed rows carry every field but the chosen ``indices`` (read ``report.rows`` for those), with the
+    ``model`` and ``protocol`` that trained them (filled in for reports written before rows named them);
     ``aggregate=True`` gives :meth:`Report.aggregate`'s mean ± std table. ``df.attrs["context"]`` keeps
     the run's context (data set, model, recipe, versions) without the plotted points.
     """
     pd = _import_pandas()
     records = report.aggregate() if aggregate else [
-        {k: v for k, v in row.items() if k != "indices"} for row in report.rows]
-    lead = ["method", "kind", "size", "ratio"] + ([] if aggregate else ["seed"])
+        {k: v for k, v in row.items() if k != "indices"} for row in report.rows_named()]
+    lead = ["method", "model", "protocol", "kind", "size", "ratio"] + ([] if aggregate else ["seed"])
     seen: list[str] = []
     for r in records:
         seen += [k for k in r if k not in seen]

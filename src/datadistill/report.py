@@ -25,6 +25,9 @@ REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
 FULL = "full"
 RANDOM = "random"
+SAME = "same"
+TABLE_HEAD = ("method", "model", "protocol", "size", "ratio", "seeds", "test accuracy %", "vs full (points)", "train s",
+              "train speedup", "select s", "total speedup", "epochs", "steps (best)")
 
 
 def printable(text: object) -> str:
@@ -84,6 +87,43 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den and den > 0 and math.isfinite(num) and math.isfinite(den) else float("nan")
 
 
+def base_method(method: str, model: str) -> str:
+    """The method of a row label without its `` [model]`` suffix (``random [convnet]`` -> ``random``)."""
+    suffix = f" [{model}]"
+    return method[:-len(suffix)] if method.endswith(suffix) else method
+
+
+def _is(a: dict, baseline: str) -> bool:
+    return base_method(a["method"], a["model"]) == baseline
+
+
+def _points(value: float) -> str:
+    return f"{value:+.2f}" if math.isfinite(value) else "—"
+
+
+def _table_cells(a: dict) -> list[str]:
+    """One aggregated row as the table's cells (raw text, :data:`TABLE_HEAD` order)."""
+    return [a["method"] + (" (weighted)" if a["weighted"] else ""), a["model"], a["protocol"], f"{a['size']:,}",
+            f"{a['ratio']:.3g}", str(a["seeds"]), f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f}",
+            "—" if _is(a, FULL) else _points(a["vs_full_points"]),
+            f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", f"{a['train_speedup']:.1f}x",
+            f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}",
+            _steps(a["steps_mean"], a["best_step_mean"])]
+
+
+def _key(a: dict) -> tuple[str, str, str]:
+    return a["method"], a["model"], a["protocol"]
+
+
+def display_names(agg: list[dict]) -> dict[tuple[str, str, str], str]:
+    """(method, model, protocol) -> the label, with model and protocol added where the label alone is ambiguous."""
+    pairs: dict[str, set[tuple[str, str]]] = {}
+    for a in agg:
+        pairs.setdefault(a["method"], set()).add((a["model"], a["protocol"]))
+    return {_key(a): a["method"] if len(pairs[a["method"]]) == 1 else f"{a['method']} ({a['model']}, {a['protocol']})"
+            for a in agg}
+
+
 def _png(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -104,8 +144,11 @@ class Report:
     """Evaluation rows (one per method, size and seed) plus the run's context.
 
     ``rows``: dicts with at least ``method``, ``kind``, ``size``, ``ratio``, ``seed``, ``test_accuracy``,
-    ``train_seconds``, ``select_seconds``; rows of 2-D data may carry the chosen ``indices``.
-    ``context``: dataset, fingerprint, model, recipe, device, versions, machine, date, command; for 2-D data
+    ``train_seconds``, ``select_seconds``, and the ``model`` and ``protocol`` that trained them (rows of older
+    reports without them: see :meth:`row_model`); rows of 2-D data may carry the chosen ``indices``. A row is
+    compared with the full and random rows of its own model and protocol.
+    ``context``: dataset, fingerprint, model, recipe, device, versions, machine, date, command, ``rows_included``
+    (which rows the table holds); for 2-D data
     ``points`` (``X``, ``y`` of the training pool) so chosen samples can be drawn without the data set.
     ``images``: optional ``{"title", "X", "y"}`` sample grids (e.g. synthetic sets) to draw.
     """
@@ -115,26 +158,55 @@ class Report:
     images: list[dict] = field(default_factory=list)
 
     # --- numbers --------------------------------------------------------------------------------
+    def row_model(self, row: dict) -> tuple[str, str]:
+        """(model, protocol) that trained ``row``.
+
+        Rows written before rows named them: a row with an ``architecture`` in a dc run was trained by the dc
+        protocol on that architecture; any other row by the run's model (``context["model"]``) under ``same``.
+        """
+        model, protocol = row.get("model"), row.get("protocol")
+        dc_row = self.context.get("protocol") == "dc" and isinstance(row.get("architecture"), str)
+        if not isinstance(model, str):
+            model = row["architecture"] if dc_row else str(self.context.get("model", "?"))
+        if not isinstance(protocol, str):
+            protocol = "dc" if dc_row else SAME
+        return model, protocol
+
+    def rows_named(self) -> list[dict]:
+        """The rows, each with its ``model`` and ``protocol`` (filled in for reports written before rows had them)."""
+        return [{**r, **dict(zip(("model", "protocol"), self.row_model(r)))} for r in self.rows]
+
     def methods(self) -> list[str]:
-        """Method names in display order: full, random, then the others as they first appear."""
-        seen: list[str] = []
-        for r in self.rows:
-            if r["method"] not in seen:
-                seen.append(r["method"])
-        head = [m for m in (FULL, RANDOM) if m in seen]
+        """Row labels in display order: full, random (``full [convnet]`` etc. too), then the others as they appear."""
+        seen: dict[str, str] = {}
+        for r in self.rows_named():
+            seen.setdefault(r["method"], base_method(r["method"], r["model"]))
+        head = [m for baseline in (FULL, RANDOM) for m, base in seen.items() if base == baseline]
         return head + [m for m in seen if m not in head]
 
+    def _references(self, rows: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
+        """(mean accuracy, mean training seconds) of the full rows of each (model, protocol)."""
+        full: dict[tuple[str, str], list[dict]] = {}
+        for r in rows:
+            if base_method(r["method"], r["model"]) == FULL:
+                full.setdefault((r["model"], r["protocol"]), []).append(r)
+        return {k: (mean_std([r["test_accuracy"] for r in rs])[0], mean_std([r["train_seconds"] for r in rs])[0])
+                for k, rs in full.items()}
+
     def aggregate(self) -> list[dict]:
-        """Mean ± std over seeds per (method, size), with accuracy drop and speedups against the full rows."""
-        groups: dict[tuple[str, int], list[dict]] = {}
-        for r in self.rows:
-            groups.setdefault((r["method"], int(r["size"])), []).append(r)
-        full = [r for r in self.rows if r["method"] == FULL]
-        full_acc, _ = mean_std([r["test_accuracy"] for r in full])
-        full_train, _ = mean_std([r["train_seconds"] for r in full])
+        """Mean ± std over seeds per (method, model, protocol, size), against the full rows of the same model/protocol.
+
+        Without full rows of its model and protocol, a row's accuracy drop and speedups are NaN.
+        """
+        rows = self.rows_named()
+        groups: dict[tuple[str, str, str, int], list[dict]] = {}
+        for r in rows:
+            groups.setdefault((r["method"], r["model"], r["protocol"], int(r["size"])), []).append(r)
+        refs = self._references(rows)
         order = {m: i for i, m in enumerate(self.methods())}
         out = []
-        for (method, size), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        for (method, model, protocol, size), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
+            full_acc, full_train = refs.get((model, protocol), (float("nan"), float("nan")))
             acc, acc_sd = mean_std([r["test_accuracy"] for r in rs])
             tr, tr_sd = mean_std([r["train_seconds"] for r in rs])
             sel, sel_sd = mean_std([r.get("select_seconds", 0.0) or 0.0 for r in rs])
@@ -142,11 +214,10 @@ class Report:
             st, _ = mean_std([r.get("steps") for r in rs])
             best, _ = mean_std([r.get("best_step") for r in rs])
             out.append({
-                "method": method, "kind": rs[0].get("kind", "selection"), "size": size,
-                "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
+                "method": method, "model": model, "protocol": protocol, "kind": rs[0].get("kind", "selection"),
+                "size": size, "ratio": float(np.mean([r["ratio"] for r in rs])), "seeds": len(rs),
                 "accuracy_mean": acc, "accuracy_std": acc_sd,
-                "accuracy_drop": (full_acc - acc) * 100 if full else float("nan"),
-                "vs_full_points": (acc - full_acc) * 100 if full else float("nan"),
+                "accuracy_drop": (full_acc - acc) * 100, "vs_full_points": (acc - full_acc) * 100,
                 "class_accuracy": _class_means(rs),
                 "train_seconds_mean": tr, "train_seconds_std": tr_sd,
                 "select_seconds_mean": sel, "select_seconds_std": sel_sd,
@@ -159,72 +230,74 @@ class Report:
         return out
 
     def against_random(self) -> list[dict]:
-        """For every non-baseline (method, size) with a random row of the same size: accuracy delta in points.
+        """For every non-baseline row with a random row of the same model, protocol and size: delta in points.
 
         One sign convention everywhere: method minus reference, negative = worse. ``beats``: mean above
         random's; ``clear``: the gap, either way, exceeds the two standard deviations combined (a significant
         gain when ``beats``, a significant loss otherwise).
         """
         agg = self.aggregate()
-        random = {a["size"]: a for a in agg if a["method"] == RANDOM}
+        random = {(a["model"], a["protocol"], a["size"]): a for a in agg if _is(a, RANDOM)}
         out = []
         for a in agg:
-            if a["method"] in (FULL, RANDOM) or a["size"] not in random:
+            key = (a["model"], a["protocol"], a["size"])
+            if _is(a, FULL) or _is(a, RANDOM) or key not in random:
                 continue
-            r = random[a["size"]]
+            r = random[key]
             delta = (a["accuracy_mean"] - r["accuracy_mean"]) * 100
             spread = (a["accuracy_std"] + r["accuracy_std"]) * 100
-            out.append({"method": a["method"], "size": a["size"], "ratio": a["ratio"], "delta_points": delta,
-                        "beats": delta > 0, "clear": abs(delta) > spread})
+            out.append({"method": a["method"], "model": a["model"], "protocol": a["protocol"], "size": a["size"],
+                        "ratio": a["ratio"], "random": r["method"], "delta_points": delta, "beats": delta > 0,
+                        "clear": abs(delta) > spread})
         return out
 
     def class_losses(self, margin_points: float = CLASS_MARGIN_POINTS) -> list[dict]:
         """Classes a smaller set loses more on than it loses overall (by more than ``margin_points``).
 
-        Per (method, size): each class's accuracy against the full rows' accuracy on that class; a class is
-        flagged when its loss exceeds the overall loss plus the margin (rare patterns are the usual victims).
+        Per aggregated row: each class's accuracy against the full rows' of the same model and protocol; a
+        class is flagged when its loss exceeds the overall loss plus the margin (rare patterns are the usual victims).
         """
         agg = self.aggregate()
-        full = next((a for a in agg if a["method"] == FULL), None)
+        full = {(a["model"], a["protocol"]): a for a in agg if _is(a, FULL) and a.get("class_accuracy")}
         classes = list(self.context.get("classes", []))
-        if full is None or not full.get("class_accuracy"):
-            return []
         out = []
         for a in agg:
-            if a["method"] == FULL or not a.get("class_accuracy"):
+            ref = full.get((a["model"], a["protocol"]))
+            if ref is None or _is(a, FULL) or not a.get("class_accuracy"):
                 continue
             overall = -a["vs_full_points"]
             flagged = []
-            for c, (f, v) in enumerate(zip(full["class_accuracy"], a["class_accuracy"])):
+            for c, (f, v) in enumerate(zip(ref["class_accuracy"], a["class_accuracy"])):
                 if f is None or v is None:
                     continue
                 loss = (f - v) * 100
                 if loss > overall + margin_points:
                     flagged.append({"class": classes[c] if c < len(classes) else str(c), "full": f * 100,
                                     "subset": v * 100, "vs_full_points": -loss})
-            out.append({"method": a["method"], "size": a["size"], "overall_vs_full_points": -overall,
-                        "flagged": flagged})
+            out.append({"method": a["method"], "model": a["model"], "protocol": a["protocol"], "size": a["size"],
+                        "overall_vs_full_points": -overall, "flagged": flagged})
         return out
 
     # --- text -----------------------------------------------------------------------------------
     def table_markdown(self) -> str:
-        """The aggregated table alone, as Markdown."""
-        lines = [
-            "| method | size | ratio | seeds | test accuracy % | vs full (points) | train s | "
-            "train speedup | select s | total speedup | epochs | steps (best) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for a in self.aggregate():
-            name = markdown_text(a["method"]) + (" (weighted)" if a["weighted"] else "")
-            drop = "—" if a["method"] == FULL else f"{a['vs_full_points']:+.2f}"
-            lines.append(
-                f"| {name} | {a['size']:,} | {a['ratio']:.3g} | {a['seeds']} | "
-                f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f} | {drop} | "
-                f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f} | {a['train_speedup']:.1f}x | "
-                f"{a['select_seconds_mean']:.2f} | {a['total_speedup']:.1f}x | {a['epochs_mean']:.1f} | "
-                f"{_steps(a['steps_mean'], a['best_step_mean'])} |"
-            )
+        """The aggregated table alone, as Markdown: one row per (method, model, protocol, size)."""
+        lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|---|---|---|" + "---:|" * (len(TABLE_HEAD) - 3)]
+        lines += ["| " + " | ".join(markdown_text(c) for c in _table_cells(a)) + " |" for a in self.aggregate()]
         return "\n".join(lines)
+
+    def rows_included(self) -> str:
+        """Which rows the table holds: the run's own sentence, or (older reports) the labels of its rows."""
+        stated = self.context.get("rows_included")
+        if isinstance(stated, str) and stated:
+            return stated
+        return ("the rows in the table: " + ", ".join(self.methods())) if self.rows else "no rows"
+
+    def _protocol_note(self) -> str | None:
+        """The context's protocol note without the sentence on which rows are included (its own line now)."""
+        note, rows = self.context.get("protocol_note"), self.context.get("rows_included")
+        if isinstance(note, str) and isinstance(rows, str) and rows:
+            note = note.replace(f"rows: {rows}. ", "", 1)
+        return note
 
     def _context_items(self) -> list[tuple[str, str, bool]]:
         """(name, raw text, is the text code) of each context line; Markdown and HTML escape them their own way."""
@@ -234,6 +307,7 @@ class Report:
             ("data set", f"{c.get('dataset', '?')} (fingerprint {str(c.get('fingerprint', '?'))[:16]})"),
             ("training pool / validation / test", f"{c.get('pool_size', '?')} / {c.get('validation_size', '?')} / "
                                                   f"{c.get('test_size', '?')}"),
+            ("rows included", self.rows_included()),
             ("model", c.get("model")),
             ("recipe", json.dumps(c.get("recipe", {}), sort_keys=True)),
             ("device", c.get("device")),
@@ -243,7 +317,7 @@ class Report:
             ("command", c.get("command")),
             ("training budget", c.get("budget_rule")),
             ("soft labels", c.get("soft_label_teacher")),
-            ("protocol", c.get("protocol_note")),
+            ("protocol", self._protocol_note()),
         ]
         return [(k, str(v), k in ("command", "recipe")) for k, v in items if v not in (None, "")]
 
@@ -262,23 +336,24 @@ class Report:
         title = (f"# Evaluation: {markdown_text(self.context.get('dataset', 'data set'))}, "
                  f"model {markdown_text(self.context.get('model', '?'))}")
         parts = [title, "", self.context_markdown(), "", self.table_markdown(), ""]
+        names = display_names(self.aggregate())
         versus = self.against_random()
         if versus:
-            parts += ["Against random at the same size (method minus random, accuracy points; * = significant: the gap, "
-                      "either way, is larger than both standard deviations together):", ""]
+            parts += ["Against random of the same model, protocol and size (method minus random, accuracy points; "
+                      "* = significant: the gap, either way, is larger than both standard deviations together):", ""]
             by_method: dict[str, list[str]] = {}
             for v in versus:
                 mark = "*" if v["clear"] else ""
-                by_method.setdefault(v["method"], []).append(f"{v['size']:,}: {v['delta_points']:+.2f}{mark}")
+                by_method.setdefault(names[_key(v)], []).append(f"{v['size']:,}: {v['delta_points']:+.2f}{mark}")
             parts += [f"- {markdown_text(m)}: {', '.join(s)}" for m, s in by_method.items()]
             parts.append("")
         losses = self.class_losses()
         if losses:
             parts += [f"What a smaller set loses, per class (classes whose accuracy drops more than the overall drop "
-                      f"+ {CLASS_MARGIN_POINTS:g} points against full data):", ""]
+                      f"+ {CLASS_MARGIN_POINTS:g} points against full data of the same model and protocol):", ""]
             for item in losses:
                 flagged = ", ".join(f"{markdown_text(f['class'])} {f['vs_full_points']:+.1f}" for f in item["flagged"])
-                parts.append(f"- {markdown_text(item['method'])} at {item['size']:,} (overall "
+                parts.append(f"- {markdown_text(names[_key(item)])} at {item['size']:,} (overall "
                              f"{item['overall_vs_full_points']:+.2f}): {flagged or 'no class beyond the margin'}")
             parts.append("")
         return "\n".join(parts)
@@ -320,25 +395,37 @@ class Report:
         return cls(rows=list(d["rows"]), context=dict(d.get("context", {})), images=list(d.get("images", [])))
 
     # --- figures --------------------------------------------------------------------------------
-    def _curve(self, key: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _curve(self, key: str) -> dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Display name -> (baseline it is: full, random or '', sizes, means, stds) of each row label's curve."""
+        agg = self.aggregate()
+        names = display_names(agg)
         curves: dict[str, list] = {}
-        for a in self.aggregate():
-            curves.setdefault(a["method"], []).append((a["size"], a[f"{key}_mean"], a[f"{key}_std"]))
-        return {m: tuple(np.asarray(v, dtype=np.float64) for v in zip(*sorted(pts))) for m, pts in curves.items()}
+        bases: dict[str, str] = {}
+        for a in agg:
+            name = names[_key(a)]
+            bases[name] = FULL if _is(a, FULL) else RANDOM if _is(a, RANDOM) else ""
+            curves.setdefault(name, []).append((a["size"], a[f"{key}_mean"], a[f"{key}_std"]))
+        return {m: (bases[m], *(np.asarray(v, dtype=np.float64) for v in zip(*sorted(pts))))
+                for m, pts in curves.items()}
 
     def _size_figure(self, key: str, ylabel: str, scale: float):
         fig = _new_figure()
         ax = fig.add_subplot(1, 1, 1)
         curves = self._curve(key)
-        if FULL in curves:
-            _, m, s = curves[FULL]
-            ax.axhline(m[0] * scale, color="black", lw=1.5, label=f"full data ({m[0] * scale:.3g})")
-            ax.axhspan((m[0] - s[0]) * scale, (m[0] + s[0]) * scale, color="black", alpha=0.08)
-        for method, (sizes, m, s) in curves.items():
-            if method == FULL:
+        counts = {b: sum(c[0] == b for c in curves.values()) for b in (FULL, RANDOM)}
+        seen = dict.fromkeys((FULL, RANDOM), 0)
+        for name, (base, sizes, m, s) in curves.items():
+            color = None
+            if base:  # baselines in black, or one colour per model when there are several
+                color = "black" if counts[base] == 1 else f"C{seen[base] % 10}"
+                seen[base] += 1
+            if base == FULL:
+                label = "full data" if name == FULL else name
+                ax.axhline(m[0] * scale, color=color, lw=1.5, label=f"{label} ({m[0] * scale:.3g})")
+                ax.axhspan((m[0] - s[0]) * scale, (m[0] + s[0]) * scale, color=color, alpha=0.08)
                 continue
-            style = {"color": "black", "ls": "--", "marker": "o"} if method == RANDOM else {"marker": "o"}
-            ax.errorbar(sizes, m * scale, yerr=s * scale, capsize=3, label=method, **style)
+            style = {"color": color, "ls": "--", "marker": "o"} if base == RANDOM else {"marker": "o"}
+            ax.errorbar(sizes, m * scale, yerr=s * scale, capsize=3, label=name, **style)
         ax.set_xscale("log")
         from matplotlib.ticker import NullFormatter
 
@@ -410,25 +497,18 @@ class Report:
         pngs = figure_pngs if figure_pngs is not None else self._figure_pngs()
         esc = html.escape
         title = f"Evaluation: {self.context.get('dataset', 'data set')}, model {self.context.get('model', '?')}"
-        head = ["method", "size", "ratio", "seeds", "test accuracy %", "vs full (points)", "train s",
-                "train speedup", "select s", "total speedup", "epochs"]
-        body = []
-        for a in self.aggregate():
-            cells = [a["method"] + (" (weighted)" if a["weighted"] else ""), f"{a['size']:,}", f"{a['ratio']:.3g}",
-                     str(a["seeds"]), f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f}",
-                     "—" if a["method"] == FULL else f"{a['vs_full_points']:+.2f}",
-                     f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", f"{a['train_speedup']:.1f}x",
-                     f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}"]
-            cls = ' class="baseline"' if a["method"] in (FULL, RANDOM) else ""
-            body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        agg = self.aggregate()
+        names = display_names(agg)
+        body = "".join(('<tr class="baseline">' if _is(a, FULL) or _is(a, RANDOM) else "<tr>")
+                       + "".join(f"<td>{esc(c)}</td>" for c in _table_cells(a)) + "</tr>" for a in agg)
         context = "".join(f"<li>{esc(k)}: {esc(f'`{v}`' if k == 'command' else v)}</li>"
                           for k, v, _ in self._context_items())
         versus = "".join(
-            f"<li>{esc(v['method'])} at {v['size']:,}: {v['delta_points']:+.2f} points"
+            f"<li>{esc(names[_key(v)])} at {v['size']:,}: {v['delta_points']:+.2f} points"
             f"{(' (significant gain)' if v['beats'] else ' (significant loss)') if v['clear'] else ''}</li>"
             for v in self.against_random())
         class_items = "".join(
-            f"<li>{esc(item['method'])} at {item['size']:,} (overall {item['overall_vs_full_points']:+.2f}): "
+            f"<li>{esc(names[_key(item)])} at {item['size']:,} (overall {item['overall_vs_full_points']:+.2f}): "
             + (esc(", ".join(f"{f['class']} {f['vs_full_points']:+.1f}" for f in item["flagged"]))
                or "no class beyond the margin") + "</li>" for item in self.class_losses())
         figures = "".join(
@@ -440,16 +520,16 @@ class Report:
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
+td:nth-child(-n+3), th:nth-child(-n+3) {{ text-align: left; }}
 tr.baseline {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
 <ul>{context}</ul>
 <h2>Results (mean ± std over seeds)</h2>
-<table><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead><tbody>{"".join(body)}</tbody></table>
-<h2>Against random at the same size (method minus random, points)</h2>
-<ul>{versus or "<li>no method rows with a random row of the same size</li>"}</ul>
+<table><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in TABLE_HEAD)}</tr></thead><tbody>{body}</tbody></table>
+<h2>Against random of the same model, protocol and size (method minus random, points)</h2>
+<ul>{versus or "<li>no method rows with a random row of the same model, protocol and size</li>"}</ul>
 <h2>What a smaller set loses, per class (beyond the overall drop + {CLASS_MARGIN_POINTS:g} points)</h2>
 <ul>{class_items or "<li>no per-class accuracy in these rows</li>"}</ul>
 <h2>Figures</h2>
