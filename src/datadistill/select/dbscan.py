@@ -71,7 +71,8 @@ class DBSCANSelector(FeatureSelector):
     (ijcnn1, MLP, 3 seeds) prototypes with noise dropped lost to random by 0.4-0.7 points at 2-50% and
     sampling with noise dropped still by 0.2-0.5: the rows DBSCAN calls noise (10% of a class there) are
     the boundary rows a classifier needs. ``weights_``: stratum size / rows kept from it.
-    Fitted: ``eps_``, ``n_clusters_``, ``n_noise_`` (lists, one per pool).
+    Fitted: ``eps_``, ``n_clusters_``, ``n_noise_``, ``noise_filled_`` (lists, one per pool) and ``noise_used_``
+    (their total of noise rows taken to fill a budget).
     """
 
     name = "dbscan"
@@ -107,7 +108,13 @@ class DBSCANSelector(FeatureSelector):
         if int(self.min_samples) < 1:
             raise ConfigError(f"dbscan: min_samples must be at least 1, got {self.min_samples}")
         super()._prepare(dataset, rng)
-        self.eps_, self.n_clusters_, self.n_noise_, self.noise_used_ = [], [], [], 0
+
+    diagnostic_names = ("eps_", "n_clusters_", "n_noise_", "noise_filled_")
+
+    @property
+    def noise_used_(self) -> int:
+        """Noise rows taken to fill budgets beyond the strata, over all pools (``noise_filled_`` per pool)."""
+        return int(sum(getattr(self, "noise_filled_", [])))
 
     def _select_pool(self, pool, k, rng):
         Z = self.features_[pool]
@@ -117,9 +124,7 @@ class DBSCANSelector(FeatureSelector):
         labels = dbscan_labels(Z, eps, int(self.min_samples), max_points=self.max_points, random_state=seed)
         clusters = np.unique(labels[labels >= 0])
         noise = np.flatnonzero(labels < 0)
-        self.eps_.append(float(eps))
-        self.n_clusters_.append(len(clusters))
-        self.n_noise_.append(len(noise))
+        diagnostics = {"eps_": float(eps), "n_clusters_": len(clusters), "n_noise_": len(noise), "noise_filled_": 0}
         chosen, weights = [], []
         strata = [np.flatnonzero(labels == c) for c in clusters]
         if self.noise == "stratum" and len(noise):
@@ -154,5 +159,5 @@ class DBSCANSelector(FeatureSelector):
             fill = noise[np.argsort(dist[:, kk], kind="stable")[:extra]]
             chosen.append(fill)
             weights.append(np.ones(len(fill)))
-            self.noise_used_ += len(fill)
-        return pool[np.concatenate(chosen)], np.concatenate(weights)
+            diagnostics["noise_filled_"] = len(fill)
+        return pool[np.concatenate(chosen)], np.concatenate(weights), diagnostics

@@ -436,9 +436,7 @@ class KMedoidsSelector(FeatureSelector):
         self.sample_size = sample_size
         self.n_samples = n_samples
 
-    def _prepare(self, dataset, rng):
-        super()._prepare(dataset, rng)
-        self.objective_ = []
+    diagnostic_names = ("objective_",)
 
     def _select_pool(self, pool, k, rng):
         medoids, sizes, objective = kmedoids(self._tensor(pool), k, rng, max_matrix=self.max_matrix,
@@ -446,5 +444,4 @@ class KMedoidsSelector(FeatureSelector):
                                              n_init=self.n_init, n_perturb=self.n_perturb,
                                              perturb_fraction=self.perturb_fraction, sample_size=self.sample_size,
                                              n_samples=self.n_samples)
-        self.objective_.append(objective)
-        return pool[medoids], sizes
+        return pool[medoids], sizes, {"objective_": objective}
