@@ -35,14 +35,14 @@ __all__ = ["ArtifactError", "ConfigError", "DataError", "DatadistillError", "Dat
 # by-name factories and registries, the DC-protocol evaluation, Dask execution (what the command line calls)
 from .errors import DatadistillWarning  # noqa: E402
 from .models import MODELS  # noqa: E402
-from .parallel import fit_distributed  # noqa: E402
+from .parallel import DaskExecutor, connect, fit_distributed  # noqa: E402
 from .select import REGISTRY as SELECTORS  # noqa: E402
 from .select import get_selector  # noqa: E402
 from .synth import REGISTRY as DISTILLERS  # noqa: E402
 from .synth import evaluate_protocol, get_distiller  # noqa: E402
 
-__all__ += ["DISTILLERS", "DatadistillWarning", "MODELS", "SELECTORS", "evaluate_protocol", "fit_distributed",
-            "get_distiller", "get_selector"]
+__all__ += ["DISTILLERS", "DaskExecutor", "DatadistillWarning", "MODELS", "SELECTORS", "connect", "evaluate_protocol",
+            "fit_distributed", "get_distiller", "get_selector"]
 
 # doors to and from numpy, pandas, torch and Hugging Face datasets
 from .interop import from_arrays, from_hf, from_pandas, from_torch  # noqa: E402
