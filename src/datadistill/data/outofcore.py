@@ -9,7 +9,8 @@ Sources (:func:`open_out_of_core`):
   :mod:`datadistill.stream_io`, which checks every shard's schema when the source is opened.
 
 Memory stays bounded by one batch of rows plus O(N) per-sample state (labels, scores, each row's distance to
-its nearest centre). :func:`select_out_of_core` runs these methods, with the in-memory selectors' parameters:
+its nearest centre); pages of the memory maps leave the resident set after each piece (they stay in the page
+cache), except a pool's scratch file while k-center reads it once per centre. :func:`select_out_of_core` runs these methods, with the in-memory selectors' parameters:
 
 - ``kcenter``: greedy k-center. Each pool's rows (a class, or all rows with ``per_class=None``) are first
   written once, standardised as the in-memory selectors standardise them, to a feature-major float32 scratch
@@ -344,7 +345,9 @@ def _kmeans_pool(selector, XT: np.ndarray, k: int, rng: np.random.Generator, bat
             yield s, B
 
     def take(pos):
-        return np.ascontiguousarray(XT[:, np.asarray(pos)].T)
+        rows = np.ascontiguousarray(XT[:, np.asarray(pos)].T)
+        release(XT)
+        return rows
 
     protos, sizes, inertia = streamed_kmeans_prototypes(batches, take, n, k, random_state=int(rng.integers(2**31)),
                                                         epochs=selector.max_iter or 2)
