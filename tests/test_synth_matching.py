@@ -322,6 +322,10 @@ def test_eval_every_bad_input(digits):
     for bad in ({"eval_every": -1}, {"eval_every": 1.5}, {"eval_samples": 0}, {"eval_steps": 0}):
         with pytest.raises(ConfigError, match="eval_"):
             get_distiller("dm", ipc=1, **bad).check_params()
+    # the default slice: 10% of the training rows (at most 1000), the rest is matched
+    out = get_distiller("dm", ipc=1, iterations=0, eval_every=5, eval_steps=5, model_kwargs=NET).fit(digits)
+    ev = out.meta["periodic_evaluation"]
+    assert abs(ev["validation_samples"] - len(digits) // 10) <= 10 and ev["kept_iteration"] == 0
     smallest = int(digits.class_counts().min())
     with pytest.raises(DataError, match="too few to hold"):
         get_distiller("dm", ipc=smallest, iterations=1, eval_every=1, model_kwargs=NET).fit(digits)

@@ -95,7 +95,8 @@ class Distiller(Estimator):
             ``meta["periodic_evaluation"]`` records every (iteration, val_accuracy) and the iteration kept.
             The slice is not used for matching. ``0``: off (all training data is matched; the last samples
             are returned).
-        eval_samples: size of the validation slice (stratified; at least one sample per class).
+        eval_samples: size of the validation slice (stratified; at least one sample per class); ``None``:
+            10% of the training rows, at most 1000.
         eval_steps: optimiser steps of each evaluation's training (batch 256, no augmentation).
     """
 
@@ -107,7 +108,7 @@ class Distiller(Estimator):
                  init: str = "real", batch_real: int = 256, device: str | None = "auto", random_state: int = 0,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 50,
                  model_kwargs: dict | None = None, progress: bool = False, time_budget: float | None = None,
-                 eval_every: int = 0, eval_samples: int = 1000, eval_steps: int = 200):
+                 eval_every: int = 0, eval_samples: int | None = None, eval_steps: int = 200):
         self.ipc = ipc
         self.model = model
         self.iterations = iterations
@@ -185,7 +186,8 @@ class Distiller(Estimator):
         whole("batch_real (--batch-real)", self.batch_real, 1)
         whole("checkpoint_every", self.checkpoint_every, 1)
         whole("eval_every", self.eval_every, 0)
-        whole("eval_samples", self.eval_samples, 1)
+        if self.eval_samples is not None:
+            whole("eval_samples", self.eval_samples, 1)
         whole("eval_steps", self.eval_steps, 1)
         check_random_state(self.random_state)
         lr = self.lr_images
@@ -340,7 +342,8 @@ class Distiller(Estimator):
             return dataset, None
         y = np.asarray(dataset.y)
         rng = np.random.default_rng(self.iteration_seed(-2))
-        share = min(1.0, int(self.eval_samples) / len(y))
+        wanted = min(1000, len(y) // 10) if self.eval_samples is None else int(self.eval_samples)
+        share = min(1.0, wanted / len(y))
         val = []
         for c in range(dataset.n_classes):
             rows = rng.permutation(np.flatnonzero(y == c))
@@ -348,7 +351,7 @@ class Distiller(Estimator):
             if len(rows) - k < self.ipc:
                 raise DataError(f"eval_every: class '{dataset.classes[c]}' has {len(rows)} samples, too few to "
                                 f"hold {k} out for validation and keep ipc {self.ipc}; lower eval_samples "
-                                f"(now {self.eval_samples}) or ipc, or set eval_every=0")
+                                f"(now {wanted}) or ipc, or set eval_every=0")
             val.append(rows[:k])
         val_rows = np.sort(np.concatenate(val))
         keep = np.setdiff1d(np.arange(len(y)), val_rows)
