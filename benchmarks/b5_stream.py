@@ -170,6 +170,12 @@ def render(args, ds, geo: dict, report, command: str) -> tuple[str, dict]:
         "the 2-approximation the streaming one is compared with)",
         "- streaming order: the rows in the data set's own order, in pieces of 4096 rows; class budgets fixed from "
         "the class counts (as `run_stream_select` does after its first pass)",
+        "- streaming defaults (as the offline methods): stream-reservoir scores rows by the entropy of a probe "
+        "trained on 10,000 rows drawn uniformly from the pool, stratifies each class by the offline coverage rule "
+        "(50 strata, equal-count at this budget) with edges from the scores of 2,000 uniformly drawn rows per "
+        "class, and leaves the probe-misclassified rows out; stream-facility-location leaves the rows the same "
+        "probe misclassifies out (as offline's `drop_misclassified`) and evaluates f on a uniform sample of "
+        "max(1000, 20 k) of the other rows per class, bandwidth scaled to estimate offline's",
         "",
         "## Geometry (whole training split)",
         "",
@@ -188,8 +194,9 @@ def render(args, ds, geo: dict, report, command: str) -> tuple[str, dict]:
         "",
         "Objective ratios: f(streaming picks) / f(offline picks) on each whole class, with the offline selector's "
         "kNN-sparse similarity (the function lazy greedy maximises) and with the dense Gaussian similarity of the "
-        "same bandwidth. The sieve maximises the dense similarity over its first 1000 rows per class (its "
-        "guarantee is for that function), so neither ratio is bounded by theory. Peak MiB: Python-heap peak under "
+        "same bandwidth. The sieve maximises the dense similarity over its evaluation sample of correctly "
+        "classified rows (its guarantee is for that function; offline's picks here keep every row), so neither "
+        "ratio is bounded by theory. Peak MiB: Python-heap peak under "
         "tracemalloc during selection (numpy buffers; offline k-center's torch tensors are not counted).",
         "",
         "## B1-style accuracy (test %, mean ± std over seeds)",

@@ -292,3 +292,167 @@ def test_stream_progress_goes_through_the_progress_guard(tmp_path, capsys):
     res = run_stream_select(write_shards(tmp_path, X, y), "stream-kcenter", 6, None, batch_size=64, progress=True)
     assert len(res) == 6
     assert capsys.readouterr().err == ""   # stderr is no terminal here: no carriage-return updates in a log
+
+
+def offline_strata_counts(difficulty, wrong, k, n_strata, strata, positions):
+    """Per-stratum counts of ``positions`` under the offline coverage rule's strata (strategy.coverage_strata,
+    prune 0) of the correctly classified rows, recomputed here from its definition."""
+    from datadistill.select.strategy import width_share
+
+    s = difficulty[~wrong]
+    mix = {"quantile": 0.0, "width": 1.0}.get(strata, None)
+    mix = width_share(k / len(s)) if mix is None else mix
+    edges = (1 - mix) * np.quantile(s, np.linspace(0, 1, n_strata + 1)) + mix * np.linspace(s.min(), s.max(),
+                                                                                           n_strata + 1)
+    bins = np.clip(np.searchsorted(edges, difficulty[positions], side="right") - 1, 0, n_strata - 1)
+    return np.bincount(bins, minlength=n_strata)
+
+
+@pytest.mark.parametrize("strata", ["quantile", "width"])
+def test_reservoir_per_stratum_counts_equal_offline_coverage_budgets(strata):
+    from datadistill.select.strategy import choose
+
+    rng = np.random.default_rng(11)
+    n = 2400
+    y = rng.integers(0, 3, n)
+    scores = rng.gamma(1.5, size=n) * (1 + y)  # skewed, class-dependent difficulty
+    wrong = rng.random(n) < 0.06
+    alloc = [30, 45, 25]
+    sel = StreamingReservoirSelector(size=100, allocation=alloc, n_strata=20, strata=strata, warmup=n)
+    feed(sel, np.zeros((n, 1)), y, 173, scores=scores, wrong=wrong)
+    for c in range(3):
+        pool = np.flatnonzero(y == c)
+        kept = np.searchsorted(pool, sel.indices_[y[sel.indices_] == c])
+        offline = choose(scores[pool], alloc[c], np.random.default_rng(c), wrong=wrong[pool], prune=0.0,
+                         n_strata=20, strata=strata)
+        assert len(kept) == alloc[c] and not wrong[pool][kept].any()
+        got = offline_strata_counts(scores[pool], wrong[pool], alloc[c], 20, strata, kept)
+        want = offline_strata_counts(scores[pool], wrong[pool], alloc[c], 20, strata, offline)
+        assert np.abs(got - want).max() <= 1, (c, got, want)
+        assert got.sum() == want.sum()
+
+
+def test_reservoir_auto_strata_blend_by_budget_as_offline():
+    from datadistill.select.strategy import choose, width_share
+    from datadistill.select.stream import StrataReservoir, coverage_edges
+
+    rng = np.random.default_rng(12)
+    n, k = 1500, 150  # 10% of the pool: between equal-count and equal-width strata
+    scores = rng.exponential(size=n)
+    wrong = rng.random(n) < 0.05
+    state = StrataReservoir(k, 25, n, 0.0, None, np.random.default_rng(0), strata="auto", n_pool=n)
+    src = [(np.zeros(1), 0)] * n
+    state.push(scores, np.arange(n), src, wrong)
+    kept = np.asarray(state.result()[0])
+    offline = choose(scores, k, np.random.default_rng(1), wrong=wrong, prune=0.0, n_strata=25, strata="auto")
+    got = offline_strata_counts(scores, wrong, k, 25, "auto", kept)
+    want = offline_strata_counts(scores, wrong, k, 25, "auto", offline)
+    assert 0 < width_share(k / (~wrong).sum()) < 1
+    assert np.abs(got - want).max() <= 1 and got.sum() == k
+    # the blend differs from both pure rules, so the check above could fail for a wrong mix
+    right = scores[~wrong]
+    for pure in ("quantile", "width"):
+        assert not np.allclose(coverage_edges(right, k, (~wrong).sum(), 25, "auto"),
+                               coverage_edges(right, k, None, 25, pure))
+    with pytest.raises(ConfigError, match="strata"):
+        coverage_edges(right, k, n, 25, "equal")
+
+
+def test_reservoir_keeps_the_least_hard_misclassified_rows_when_the_others_run_out():
+    from datadistill.select.strategy import choose
+
+    rng = np.random.default_rng(13)
+    n = 300
+    scores = rng.random(n)
+    wrong = np.ones(n, dtype=bool)
+    wrong[:5] = False
+    sel = feed(StreamingReservoirSelector(size=20, per_class=None, warmup=50, n_strata=5), np.zeros((n, 1)),
+               np.zeros(n, dtype=np.int64), 37, scores=scores, wrong=wrong)
+    offline = choose(scores, 20, np.random.default_rng(0), wrong=wrong)
+    assert sorted(sel.indices_.tolist()) == sorted(offline.tolist())
+
+
+class FakeProbe:
+    """Stands in for probe_scorer: records the rows it was trained on; score = feature 0, wrong = feature 1 > 0."""
+
+    def __init__(self):
+        self.trained_on = []
+
+    def __call__(self, dataset, **kw):
+        self.trained_on.append(np.asarray(dataset.X[:, 2]))
+
+        def scorer(X, y=None, return_wrong=False):
+            X = np.asarray(X, dtype=np.float64)
+            return (X[:, 0], X[:, 1] > 0) if return_wrong else X[:, 0]
+
+        return scorer
+
+
+def drifting_dataset(n=3000, seed=14):
+    """A data set whose first quarter comes from a narrower regime than the rest (as ijcnn1's head does)."""
+    from datadistill.data.dataset import Dataset
+
+    rng = np.random.default_rng(seed)
+    spread = np.where(np.arange(n) < n // 4, 0.2, 1.0)
+    X = np.column_stack([rng.exponential(size=n) * spread, (rng.random(n) < 0.05) * 1.0, np.arange(n),
+                         rng.normal(size=n) * spread])
+    y = rng.integers(0, 2, n)
+    return Dataset.create(X.astype(np.float32), y, name="drift")
+
+
+def test_fit_draws_probe_and_warm_up_rows_uniformly(monkeypatch):
+    from datadistill.select import stream
+
+    ds = drifting_dataset()
+    fake = FakeProbe()
+    monkeypatch.setattr(stream, "probe_scorer", fake)
+    uni = StreamingReservoirSelector(ratio=0.05, probe_rows=400, warmup=600, n_strata=10, strata="quantile").fit(ds)
+    head = StreamingReservoirSelector(ratio=0.05, probe_rows=400, warmup=600, n_strata=10, strata="quantile",
+                                      probe_sample="head").fit(ds)
+    rows_uni, rows_head = fake.trained_on
+    assert np.array_equal(rows_head, np.arange(400))
+    assert len(rows_uni) == 400 and rows_uni.max() > 0.9 * len(ds) and np.mean(rows_uni < len(ds) // 4) < 0.4
+    for c in range(2):
+        s = ds.X[(ds.y == c) & (ds.X[:, 1] == 0), 0]
+        true_edges = np.quantile(s, np.linspace(0, 1, 11)[1:-1])
+        err_uni = np.abs(uni.parts_[c].edges - true_edges).max()
+        err_head = np.abs(head.parts_[c].edges - true_edges).max()
+        assert err_uni < 0.5 * err_head, (c, err_uni, err_head)
+        kept = uni.indices_[ds.y[uni.indices_] == c]
+        assert (ds.X[kept, 1] == 0).all()  # no misclassified row while the others suffice
+        assert uni.parts_[c].buffer == []  # the warm-up held scores only, no rows
+    with pytest.raises(ConfigError, match="probe_sample"):
+        StreamingReservoirSelector(ratio=0.05, probe_sample="tail").fit(ds)
+    with pytest.raises(ConfigError, match="probe_rows"):
+        StreamingReservoirSelector(ratio=0.05, probe_rows=0).fit(ds)
+
+
+def test_sieve_drops_misclassified_rows_and_samples_its_evaluation_rows_uniformly(monkeypatch):
+    from datadistill.select import stream
+
+    ds = drifting_dataset(2000, seed=15)
+    monkeypatch.setattr(stream, "probe_scorer", FakeProbe())
+    wrong = ds.X[:, 1] > 0
+    sel = SieveFacilityLocationSelector(ratio=0.02, n_eval=300, probe_rows=500).fit(ds)
+    assert not wrong[sel.indices_].any() and len(sel.indices_) == 40
+    for c in range(2):
+        state = sel.parts_[c]
+        E_rows = np.asarray(state.eval_rows.rows)
+        assert not wrong[E_rows].any() and (ds.y[E_rows] == c).all()
+        assert E_rows.max() > 0.9 * len(ds) and np.mean(E_rows < len(ds) // 4) < 0.4  # not the first rows
+        # the bandwidth: the median distance to the round(20 x |E| / class rows) nearest rows within E
+        want = median_neighbour_distance(state.E, max(1, round(20 * 300 / (ds.y == c).sum())))
+        assert state.sigma == pytest.approx(want)
+    off = SieveFacilityLocationSelector(ratio=0.02, n_eval=300, drop_misclassified=False, eval_sample="head").fit(ds)
+    assert np.array_equal(np.asarray(off.parts_[0].eval_rows.rows), np.flatnonzero(ds.y == 0)[:300])
+    # a class with fewer correctly classified rows than its budget: all of them, then misclassified ones
+    X, y = blobs(400, d=2, seed=16)
+    few = np.zeros(len(X), dtype=bool)
+    few[y == 0] = True
+    few[np.flatnonzero(y == 0)[:3]] = False
+    s = feed(SieveFacilityLocationSelector(size=30, allocation=[10, 10, 10], n_eval=50), X, y, 64, wrong=few)
+    kept0 = s.indices_[y[s.indices_] == 0]
+    assert len(kept0) == 10 and set(np.flatnonzero((y == 0) & ~few)) <= set(kept0.tolist())
+    assert not few[s.indices_[y[s.indices_] != 0]].any()
+    with pytest.raises(ConfigError, match="eval_sample"):
+        SieveFacilityLocationSelector(size=5, eval_sample="tail").partial_fit(X, y)
