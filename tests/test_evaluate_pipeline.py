@@ -45,7 +45,8 @@ def test_every_row_names_its_model_and_protocol_and_one_denominator(blobs, tmp_p
         assert (r["model"], r["protocol"]) == ("logreg", "same")
         assert r["ratio"] == r["size"] / pool
     note = report.context["protocol_note"]
-    assert f"ratio = size / {pool:,}" in note and "full data and random subsets" in note
+    assert f"ratio = size / {pool:,}" in note and "full data and random subsets" in report.context["rows_included"]
+    assert "full data and random subsets" in report.to_markdown()  # the rows included: a header line of its own
     assert "protocol" in report.to_markdown() and f"{pool:,}" in report.to_markdown()
 
 

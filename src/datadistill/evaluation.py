@@ -805,7 +805,7 @@ def run_context(s: Settings, pool_size: int, n_val: int, command: str | None) ->
             if s.soft_methods else None),
         "environment": environment(s.device), "command": command, "baselines": s.baselines,
         "rows_included": rows, "ratio_denominator": pool_size,
-        "protocol_note": (f"rows: {rows}. Each row names its model and protocol (every row: "
+        "protocol_note": (f"Each row names its model and protocol (every row: "
                           f"{'dc' if dc else s.protocol + ', ' + s.model}). ratio = size / {pool_size:,}, the "
                           "training rows of the pool, for every row of the table (loaded sets included); validation "
                           "rows for early stopping come from the training split and are excluded from that pool"),
