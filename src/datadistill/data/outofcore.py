@@ -345,8 +345,11 @@ def _kmeans_pool(selector, XT: np.ndarray, k: int, rng: np.random.Generator, bat
             yield s, B
 
     def take(pos):
-        rows = np.ascontiguousarray(XT[:, np.asarray(pos)].T)
-        release(XT)
+        pos = np.asarray(pos)
+        rows = np.empty((len(pos), XT.shape[0]), dtype=np.float32)
+        for a in range(0, len(pos), 512):  # a column gather maps pages of every feature row: release often
+            rows[a:a + 512] = XT[:, pos[a:a + 512]].T
+            release(XT)
         return rows
 
     protos, sizes, inertia = streamed_kmeans_prototypes(batches, take, n, k, random_state=int(rng.integers(2**31)),
