@@ -335,3 +335,19 @@ def test_bad_method_parameters_are_refused_before_an_old_run_is_replaced(blobs3d
                  method_params={"entropy": params})
         assert sorted(p.name for p in out.iterdir()) == before
         assert (out / ROWS_FILE).read_text() == rows_before
+
+
+def test_every_model_of_the_zoo_has_a_recipe_and_one_image_check():
+    """A model added to the zoo without an evaluation recipe failed late with a KeyError."""
+    from datadistill.evaluation import default_recipe
+    from datadistill.models import IMAGE_MODELS, MODELS, check_model_for
+
+    for name in MODELS:
+        for budget in ("converge", "epochs"):
+            assert default_recipe(name, budget).lr > 0
+    for name in IMAGE_MODELS:
+        check_model_for(name, images=True)
+        with pytest.raises(ConfigError, match=f"teacher model '{name}' needs images; t is tabular"):
+            check_model_for(name, images=False, data_name="t", what="teacher model")
+    with pytest.raises(ConfigError, match="unknown model 'vgg'"):
+        check_model_for("vgg", images=True)

@@ -225,7 +225,7 @@ def check_options(*, max_drop: float = 1.0, model: str = "mlp", budget_minutes: 
                   proxy_steps: int = PROXY_STEPS, ratios: Sequence[float] | None = None, random_state: int = 0
                   ) -> tuple[list[str], dict]:
     """Refuse bad :func:`auto` options before any data is read (ConfigError); returns (methods, method_params)."""
-    from .models import MODELS
+    from .models import check_known
     from .select import REGISTRY
 
     if (isinstance(max_drop, bool) or not isinstance(max_drop, numbers.Real) or not math.isfinite(max_drop)
@@ -234,8 +234,7 @@ def check_options(*, max_drop: float = 1.0, model: str = "mlp", budget_minutes: 
                           "keeps the set within 1 point of full data)")
     if search not in SEARCHES:
         raise ConfigError(f"unknown search '{search}'; choose one of: {', '.join(SEARCHES)}")
-    if model not in MODELS:
-        raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+    check_known(model)
     if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or random_state < 0:
         raise ConfigError(f"random_state must be a non-negative integer, got {random_state!r}")
     if budget_minutes is not None and (isinstance(budget_minutes, bool) or not isinstance(budget_minutes, numbers.Real)
@@ -690,11 +689,11 @@ class _Verifier:
 
 def _check_dataset(dataset, model: str) -> None:
     """ConfigError unless ``dataset`` is a Dataset with a test split that ``model`` can take."""
+    from .models import check_model_for
+
     if not isinstance(dataset, Dataset):
         raise ConfigError(f"auto needs a datadistill Dataset, got {type(dataset).__name__}")
-    if model in ("convnet", "resnet18") and not dataset.is_image:
-        raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
-                          "Use --model mlp or logreg")
+    check_model_for(model, images=dataset.is_image, data_name=dataset.name, shape=dataset.sample_shape)
     if dataset.test is None:
         raise ConfigError(f"{dataset.name} has no test split; auto verifies its result on one "
                           "(load the data with datadistill.load, which makes a stratified split)")

@@ -46,7 +46,7 @@ from .data.artifact import DistilledSet
 from .data.dataset import Dataset
 from .data.preprocess import Preprocessor
 from .errors import ArtifactError, ConfigError, DataError
-from .models import MODELS, build_model
+from .models import build_model, check_known, check_model_for
 from .report import FULL, REPORT_JSON, Report, atomic_write
 from .scores.uncertainty import softmax
 from .select.memo import reuse_probes
@@ -72,6 +72,8 @@ RECIPES: dict[str, TrainConfig] = {
     "mlp": TrainConfig(batch_size=256, lr=1e-3, optimizer="adam", **_STEP_RULE),
     "conv1d": TrainConfig(batch_size=256, lr=1e-3, optimizer="adam", **_STEP_RULE),
     "convnet": TrainConfig(batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
+    "convnet-p1": TrainConfig(batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                              **_STEP_RULE),
     "resnet18": TrainConfig(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, **_STEP_RULE),
 }
 EQUAL_EPOCHS = 10
@@ -91,8 +93,7 @@ def default_recipe(model: str, budget: str = "converge", epochs: int = EQUAL_EPO
             ``epochs``: the founding paper's protocol, the same ``epochs`` for every row and no early stopping,
             so a 10x smaller set trains ~10x faster.
     """
-    if model not in MODELS:
-        raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
+    check_known(model)
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget '{budget}'; choose one of: {', '.join(BUDGETS)}")
     cfg = replace(RECIPES[model])
@@ -409,11 +410,7 @@ def _check_data(dataset: Dataset, model: str) -> None:
     if dataset.test is None:
         raise DataError(f"{dataset.name}: no test split; load it with datadistill.load(...) (which makes a seeded "
                         "split) or give x_test/y_test")
-    if model not in MODELS:
-        raise ConfigError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
-    if model in ("convnet", "resnet18") and not dataset.is_image:
-        raise ConfigError(f"model '{model}' needs images; {dataset.name} is tabular {dataset.sample_shape}. "
-                          "Use --model mlp or logreg")
+    check_model_for(model, images=dataset.is_image, data_name=dataset.name, shape=dataset.sample_shape)
 
 
 def _check_methods(methods: Sequence[str] | str, baselines: bool) -> tuple[tuple[str, ...], bool]:

@@ -151,10 +151,29 @@ def _check_convnet_depth(name: str, input_shape: tuple[int, ...], depth: int) ->
                           f"{max(1, int(math.log2(size)))} or less")
 
 
-def check_model_options(name: str, **options) -> None:
-    """Refuse an unknown model or option, or a ``width``, ``depth`` or ``hidden`` size below 1 (no data needed)."""
+IMAGE_MODELS = ("convnet", "convnet-p1", "resnet18")  # models that take (C, H, W) images only
+
+
+def check_known(name: str) -> None:
+    """ConfigError unless ``name`` is a model of the zoo."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+
+
+def check_model_for(name: str, *, images: bool, data_name: str = "the data", shape: Sequence[int] = (),
+                    what: str = "model") -> None:
+    """ConfigError unless ``name`` is a known model that can take the data (``images``: a data set's
+    ``is_image``, or a model input shape of length 3): the one check that an image model is not given tabular
+    rows. ``what`` names the role in the message (e.g. "teacher model")."""
+    check_known(name)
+    if name in IMAGE_MODELS and not images:
+        raise ConfigError(f"{what} '{name}' needs images; {data_name} is tabular {tuple(shape)}. "
+                          "Use --model mlp or logreg")
+
+
+def check_model_options(name: str, **options) -> None:
+    """Refuse an unknown model or option, or a ``width``, ``depth`` or ``hidden`` size below 1 (no data needed)."""
+    check_known(name)
     known = set(inspect.signature(build_model).parameters) - {"name", "input_shape", "n_classes", "seed"}
     unknown = sorted(set(options) - known)
     if unknown:

@@ -29,7 +29,7 @@ from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError, DataError
 from ..estimator import Estimator, as_dataset
-from ..models import build_model, check_model_options
+from ..models import IMAGE_MODELS, build_model, check_model_options
 from ..params import check_parameter_types, check_random_state, init_parameter_names
 from ..training import TrainConfig, accuracy, resolve_device, train
 
@@ -216,7 +216,7 @@ class Distiller(Estimator):
             if self.needs_images:
                 raise DataError(f"{self.name} needs image data; {dataset.name} is tabular. Methods that work on "
                                 f"tabular data: {TABULAR_OK}")
-            if self.model in ("convnet", "convnet-p1", "resnet18"):
+            if self.model in IMAGE_MODELS:
                 raise ConfigError(f"{dataset.name} is tabular: use --model mlp (or logreg) with {self.name}")
 
     # --- the loop --------------------------------------------------------------------------------
@@ -500,7 +500,7 @@ def _load_snapshot(ctx: Context, snapshot: dict) -> None:
 
 def _validation_recipe(model: str, steps: int) -> TrainConfig:
     """The short training of a periodic evaluation: ``steps`` steps, the evaluation recipe's optimiser."""
-    if model in ("convnet", "convnet-p1", "resnet18"):
+    if model in IMAGE_MODELS:
         return TrainConfig(epochs=1, batch_size=256, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
                            schedule="step", max_steps=steps)
     return TrainConfig(epochs=1, batch_size=256, lr=1e-3, optimizer="adam", schedule="step", max_steps=steps)

@@ -24,7 +24,7 @@ from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ConfigError, DataError
-from ..models import MODELS, build_model
+from ..models import MODELS, build_model, check_model_for
 from ..training import TrainConfig, accuracy, resolve_device, train
 from .augment import DSA, strategy_for
 
@@ -169,8 +169,8 @@ def _plan(dataset: Dataset, distilled: DistilledSet, *, architectures, epochs, l
     own_model = protocol_architectures(distilled, len(input_shape) == 3)[0]
     archs = protocol_architectures(distilled, len(input_shape) == 3, architectures)
     for a in archs:
-        if a in ("convnet", "resnet18") and len(input_shape) != 3:
-            raise ConfigError(f"{a} needs image data; {dataset.name} is tabular (use mlp or logreg)")
+        check_model_for(a, images=len(input_shape) == 3, data_name=dataset.name, shape=input_shape,
+                        what="architecture")
     y = np.asarray(distilled.y, dtype=np.int64)
     ipc = distilled.meta.get("ipc")
     if ipc is None:

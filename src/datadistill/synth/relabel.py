@@ -30,7 +30,7 @@ from ..data.artifact import DistilledSet
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ConfigError, DatadistillWarning, DataError
-from ..models import build_model
+from ..models import build_model, check_model_for
 from ..training import TrainConfig, accuracy, predict_logits, resolve_device, train, validation_split
 
 DEFAULT_TEMPERATURE = 4.0
@@ -149,8 +149,8 @@ def train_teacher(dataset: Dataset, *, model: str | None = None, model_kwargs: d
         raise ConfigError(f"the teacher needs a datadistill Dataset, got {type(dataset).__name__}")
     pre = preprocessor or Preprocessor.fit(dataset)
     arch = model or ("convnet" if len(pre.model_shape) == 3 else "mlp")
-    if arch in ("convnet", "resnet18") and len(pre.model_shape) != 3:
-        raise ConfigError(f"teacher model {arch} needs image data; {dataset.name} is tabular (use mlp or logreg)")
+    check_model_for(arch, images=len(pre.model_shape) == 3, data_name=dataset.name, shape=pre.model_shape,
+                    what="teacher model")
     X_model = pre.transform(dataset.X)
     net, acc, done, seconds = train_teacher_model(
         X_model, dataset.y, dataset.n_classes, architecture=arch, model_kwargs=model_kwargs, steps=steps,
