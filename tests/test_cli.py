@@ -109,3 +109,15 @@ def test_evaluate_rejects_bad_ratios_and_unknown_model(tmp_path, capsys):
     assert code == 2 and "outside (0, 1]" in err
     code, _, err = run(["evaluate", "digits", "--model", "vgg", "--out", tmp_path / "e"], capsys)
     assert code == 2 and "unknown model 'vgg'" in err
+
+
+def test_distill_eval_every_and_dm_loss_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "dm"
+    code, _, err = run(["distill", "digits", "--method", "dm", "--ipc", "1", "--iterations", "4", "--width", "8",
+                        "--depth", "2", "--eval-every", "2", "--param", "loss=mmd", "--param", "eval_steps=5",
+                        "--out", out], capsys)
+    assert code == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    record = meta["periodic_evaluation"]
+    assert [e["iteration"] for e in record["records"]] == [0, 2, 4]
+    assert record["kept_iteration"] in (0, 2, 4)

@@ -502,7 +502,7 @@ def cmd_distill(args) -> int:
     from .training import resolve_device
 
     params = _params(args.param)
-    for key in ("iterations", "model", "init", "checkpoint", "lr_images", "batch_real"):
+    for key in ("iterations", "model", "init", "checkpoint", "lr_images", "batch_real", "eval_every"):
         value = getattr(args, key)
         if value is not None:
             params[key] = value
@@ -699,6 +699,8 @@ def _distill_parser(sub) -> None:
                                "10 synthetic images per class by distribution matching"),
                               ("datadistill distill data.csv --method dm --model mlp --iterations 500 --out dm",
                                "tabular data: match through an MLP"),
+                              ("datadistill distill mnist.npz --method dm --param loss=mmd --eval-every 50 --out dm",
+                               "DM with a Gaussian-kernel MMD loss; the best of the periodic evaluations is kept"),
                               ("datadistill distill mnist.npz --method mtt --checkpoint mtt.ckpt --time-budget 1h "
                                "--out mnist-mtt",
                                "stop after an hour; rerun the same command to continue from the checkpoint")])
@@ -709,13 +711,17 @@ def _distill_parser(sub) -> None:
                    help="outer iterations (default: the method's own, the papers' budgets: dm and dm-multilayer "
                         "20,000, mtt 5,000, dc and dsa 1,000; bptt and krr 1,000. That takes hours on a CPU, so "
                         "there a run without --iterations stops at --time-budget)")
-    p.add_argument("--model", help="network to match through: convnet (images, default) or mlp (tabular)")
+    p.add_argument("--model", help="network to match through: convnet (images, default; the published network), "
+                                   "convnet-p1 (padding 1 everywhere) or mlp (tabular)")
     p.add_argument("--width", type=int, help="ConvNet channels (default 128)")
     p.add_argument("--depth", type=int, help="ConvNet blocks (default 3)")
     p.add_argument("--init", choices=["real", "noise"], help="start from real samples (default) or noise")
     p.add_argument("--lr-images", type=float, help="learning rate of the synthetic samples")
     p.add_argument("--batch-real", type=int, help="real samples per class per iteration")
     p.add_argument("--checkpoint", help="checkpoint file: progress is saved there and a rerun resumes from it")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="every N iterations, train a small model on the samples and score it on a validation "
+                        "slice held out of the training rows; keep the best snapshot, not the last (default off)")
     p.add_argument("--time-budget", type=_duration, metavar="TIME",
                    help="stop after this much wall-clock time (90, 90s, 5m, 1.5h), keeping the samples so far and "
                         "recording how many iterations ran; 'none': no limit. Default: 5m on a CPU when "
