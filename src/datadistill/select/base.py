@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import math
 import numbers
@@ -210,17 +209,18 @@ class Selector(Estimator):
             return [(np.arange(len(dataset)), k, [*base_seed, 2**32 - 1])]  # a part id no class uses
         return [(dataset.class_indices(c), int(kc), [*base_seed, c]) for c, kc in enumerate(budgets) if kc > 0]
 
-    def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """One part: (chosen rows, weights); its diagnostics go to the part being run (see :func:`run_part`)."""
+    def _select_part(self, pool: np.ndarray, k: int, seed: list[int], executor: Executor | None = None,
+                     diagnostics: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One part: (chosen rows, weights), the pool chosen by ``executor.select_pool``; the pool's
+        diagnostics are appended to ``diagnostics`` (name -> list of per-pool values) when it is given."""
         rng = np.random.default_rng(seed if seed else None)
         if k >= len(pool):  # nothing to choose (e.g. a pool narrowed to k rows): every method keeps all of it
             return np.asarray(pool, dtype=np.int64), np.ones(len(pool))
-        context = _PART.get()
-        out = (context.executor if context else SERIAL).select_pool(self, pool, k, rng)
+        out = (executor or SERIAL).select_pool(self, pool, k, rng)
         idx, w = out[0], out[1]
-        if len(out) > 2 and out[2] and context is not None:  # called outside run_part: nowhere to keep them
+        if len(out) > 2 and out[2] and diagnostics is not None:
             for name, value in out[2].items():
-                context.diagnostics.setdefault(name, []).append(value)
+                diagnostics.setdefault(name, []).append(value)
         idx = np.asarray(idx, dtype=np.int64)
         return idx, np.ones(len(idx)) if w is None else np.asarray(w, dtype=np.float64)
 
@@ -286,39 +286,13 @@ class PartResult(NamedTuple):
     diagnostics: dict
 
 
-class _PartContext(NamedTuple):
-    executor: Executor
-    diagnostics: dict
-
-
-_PART: contextvars.ContextVar[_PartContext | None] = contextvars.ContextVar("datadistill_part", default=None)
-
-
 def run_part(selector: Selector, pool: np.ndarray, k: int, seed: list[int], executor: Executor | None = None,
              isolate: bool = False) -> PartResult:
-    """Run one part of ``selector`` (``_select_part``), each pool chosen by ``executor.select_pool``.
-
-    ``isolate``: run on a shallow copy, as concurrent or remote parts must. Selectors written before
-    ``_select_pool`` returned diagnostics append them to list attributes instead; on an isolated copy those
-    lists start empty and what the part appended comes back in the result (a transitional path: a selector
-    that returns its diagnostics does not need it).
-    """
-    part, legacy = selector, []
-    if isolate:
-        part = copy.copy(selector)
-        legacy = [n for n, v in vars(selector).items()
-                  if n.endswith("_") and isinstance(v, list) and n not in selector.diagnostic_names]
-        for name in legacy:
-            setattr(part, name, [])
-    token = _PART.set(_PartContext(executor or SERIAL, {}))
-    try:
-        indices, weights = part._select_part(pool, k, seed)
-        diagnostics = _PART.get().diagnostics
-    finally:
-        _PART.reset(token)
-    for name in legacy:
-        if getattr(part, name):
-            diagnostics.setdefault(name, []).extend(getattr(part, name))
+    """Run one part of ``selector`` (``_select_part``), each pool chosen by ``executor.select_pool``; the
+    result carries the part's diagnostics. ``isolate``: run on a shallow copy, as concurrent parts must."""
+    part = copy.copy(selector) if isolate else selector
+    diagnostics: dict = {}
+    indices, weights = part._select_part(pool, k, seed, executor or SERIAL, diagnostics)
     return PartResult(indices, weights, diagnostics)
 
 

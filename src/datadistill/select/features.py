@@ -116,15 +116,16 @@ class FeatureSelector(Selector):
                                             device=self.device, params=self.probe_params)
         return logits, saved
 
-    def _select_part(self, pool: np.ndarray, k: int, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _select_part(self, pool: np.ndarray, k: int, seed: list[int], executor=None,
+                     diagnostics: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Leave the probe-misclassified rows out of the pool; when fewer than ``k`` others remain, keep them
         all and let the method choose only the rest among the misclassified rows."""
         if self.wrong_ is None:
-            return super()._select_part(pool, k, seed)
+            return super()._select_part(pool, k, seed, executor, diagnostics)
         right = pool[~self.wrong_[pool]]
         if len(right) >= k:
-            return super()._select_part(right, k, seed)
-        rest, w = super()._select_part(pool[self.wrong_[pool]], k - len(right), seed)
+            return super()._select_part(right, k, seed, executor, diagnostics)
+        rest, w = super()._select_part(pool[self.wrong_[pool]], k - len(right), seed, executor, diagnostics)
         return np.concatenate([right, rest]), np.concatenate([np.ones(len(right)), w])
 
     def _tensor(self, pool: np.ndarray) -> torch.Tensor:

@@ -272,9 +272,7 @@ class KCenterSelector(FeatureSelector):
         if self.sampling not in ("d2", "farthest"):
             raise ConfigError(f"kcenter: sampling must be 'd2' or 'farthest', got {self.sampling!r}")
 
-    def _prepare(self, dataset, rng):
-        super()._prepare(dataset, rng)
-        self.radius_ = []
+    diagnostic_names = ("radius_",)
 
     def _select_pool(self, pool, k, rng):
         tile = tile_rows(len(pool), self.features_.shape[1], self.device_)
@@ -283,5 +281,4 @@ class KCenterSelector(FeatureSelector):
         trim = auto_trim(k / len(pool)) if self.trim == "auto" else float(self.trim)
         chosen, sizes, radius = kcenter_columns(XT, k, first=first, progress=len(pool) * k > 5e7, trim=trim,
                                                 rng=rng, d2=self.sampling == "d2", tile=tile)
-        self.radius_.append(radius)
-        return pool[chosen], sizes
+        return pool[chosen], sizes, {"radius_": radius}
