@@ -48,3 +48,8 @@ __all__ += ["DISTILLERS", "DaskExecutor", "DatadistillWarning", "MODELS", "SELEC
 from .interop import from_arrays, from_hf, from_pandas, from_torch  # noqa: E402
 
 __all__ += ["from_arrays", "from_hf", "from_pandas", "from_torch"]
+
+# data larger than memory: a memory-mapped .npy or a directory of Parquet shards, read in batches
+from .data.outofcore import open_out_of_core, select_out_of_core  # noqa: E402
+
+__all__ += ["open_out_of_core", "select_out_of_core"]
