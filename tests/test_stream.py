@@ -456,3 +456,20 @@ def test_sieve_drops_misclassified_rows_and_samples_its_evaluation_rows_uniforml
     assert not few[s.indices_[y[s.indices_] != 0]].any()
     with pytest.raises(ConfigError, match="eval_sample"):
         SieveFacilityLocationSelector(size=5, eval_sample="tail").partial_fit(X, y)
+
+
+def test_lazy_greedy_top_up_picks_what_plain_greedy_picks():
+    from datadistill.select.stream import greedy_top_up
+
+    rng = np.random.default_rng(17)
+    C, E = rng.normal(size=(120, 3)), rng.normal(size=(200, 3))
+    start = np.maximum(gaussian_similarity(E, C[:2], 0.7).max(axis=1), 0.0)
+    best = start.copy()
+    picks = greedy_top_up(C, E, 0.7, best, 15)
+    Sim, ref, plain = gaussian_similarity(C, E, 0.7), start.copy(), []
+    for _ in range(15):
+        gains = np.maximum(Sim - ref[None, :], 0.0).sum(axis=1)
+        gains[plain] = -1.0
+        plain.append(int(np.argmax(gains)))
+        ref = np.maximum(ref, Sim[plain[-1]])
+    assert picks == plain and np.allclose(best, ref)

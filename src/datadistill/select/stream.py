@@ -339,6 +339,30 @@ def gaussian_similarity(A: np.ndarray, B: np.ndarray, sigma: float) -> np.ndarra
     return np.exp(-squared_distances(A, B) / (2.0 * sigma * sigma))
 
 
+def greedy_top_up(C: np.ndarray, E: np.ndarray, sigma: float, best: np.ndarray, need: int) -> list[int]:
+    """Lazy greedy (Minoux 1978; the picks of plain greedy): up to ``need`` rows of ``C`` that most raise
+    sum_e max(best[e], sim(e, c)); ``best`` is updated in place. Similarity rows are computed on demand, so
+    memory is O(len(C) + len(E)), never len(C) x len(E)."""
+    import heapq
+
+    step = max(1, 4_000_000 // max(1, len(E)))
+    bounds = np.concatenate([np.maximum(gaussian_similarity(C[i:i + step], E, sigma) - best[None, :], 0.0).sum(axis=1)
+                             for i in range(0, len(C), step)])
+    heap = [(-float(g), i) for i, g in enumerate(bounds)]
+    heapq.heapify(heap)
+    picks: list[int] = []
+    while heap and len(picks) < need:
+        _, i = heapq.heappop(heap)
+        sim = gaussian_similarity(C[i:i + 1], E, sigma)[0]
+        gain = float(np.maximum(sim - best, 0.0).sum())
+        if heap and gain < -heap[0][0] - 1e-12:  # a stale bound: refresh and try again
+            heapq.heappush(heap, (-gain, i))
+            continue
+        picks.append(i)
+        np.maximum(best, sim, out=best)
+    return picks
+
+
 class SieveFacilityLocation:
     """Sieve-streaming for one pool on f(S) = sum_{e in E} max_{j in S} sim(e, j) over an evaluation sample E.
 
@@ -508,14 +532,8 @@ class SieveFacilityLocation:
             cands += [(r, s, z) for r, s, z in zip(self.eval_rows.rows, self.eval_rows.src, self.eval_rows.z)
                       if r not in seen]
             if cands:
-                Sim = gaussian_similarity(np.stack([z for _, _, z in cands]), self.E, self.sigma)
-                free = np.ones(len(cands), dtype=bool)
-                for _ in range(min(need, len(cands))):
-                    gains = np.where(free, np.maximum(Sim - best[None, :], 0.0).sum(axis=1), -1.0)
-                    i = int(np.argmax(gains))
-                    free[i] = False
-                    chosen.append(cands[i])
-                    best = np.maximum(best, Sim[i])
+                picks = greedy_top_up(np.stack([z for _, _, z in cands]), self.E, self.sigma, best, need)
+                chosen += [cands[i] for i in picks]
         have = {r for r, _, _ in chosen}
         chosen += [c for c in zip(self.fallback.rows, self.fallback.src, self.fallback.z)
                    if c[0] not in have][:max(0, self.k - len(chosen))]
