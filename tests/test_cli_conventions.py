@@ -334,11 +334,11 @@ def test_resumed_distill_keeps_the_time_already_spent(tmp_path):
     again = dd.get_distiller("dm", iterations=5, **kw).fit(ds).meta["timings"]
     done = dd.get_distiller("dm", iterations=5, **kw).fit(ds).meta["timings"]  # nothing left to do
     assert first["iterations_run"] == 3 and first["resumed_from_iteration"] == 0
-    assert again["iterations_run"] == 5 and again["session_iterations"] == 2 and again["resumed_from_iteration"] == 3
+    assert again["iterations_run"] == 5 and again["this_run_iterations"] == 2 and again["resumed_from_iteration"] == 3
     assert again["seconds_before_resume"] > 0
-    assert again["distill_seconds"] == pytest.approx(again["seconds_before_resume"] + again["session_seconds"])
-    assert again["distill_seconds"] > again["session_seconds"]
-    assert done["iterations_run"] == 5 and done["session_iterations"] == 0
+    assert again["distill_seconds"] == pytest.approx(again["seconds_before_resume"] + again["this_run_seconds"])
+    assert again["distill_seconds"] > again["this_run_seconds"]
+    assert done["iterations_run"] == 5 and done["this_run_iterations"] == 0
     assert done["distill_seconds"] >= again["seconds_before_resume"] > 0
     # a checkpoint from before seconds were recorded: the earlier time is unknown, not 0
     blob = torch.load(ckpt, weights_only=True)

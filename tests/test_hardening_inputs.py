@@ -559,7 +559,7 @@ def test_time_budget_stops_cleanly_and_records_it(tiny, tmp_path):
     # the checkpoint holds the iterations done: a rerun without a budget continues from there
     again = get_distiller("dm", ipc=2, model="mlp", iterations=t["iterations_done"] + 3, batch_real=8,
                           lr_images=0.1, device="cpu", checkpoint=tmp_path / "ckpt.pt").fit(tiny)
-    assert again.meta["timings"]["session_iterations"] == 3  # iterations_run counts the earlier run's too
+    assert again.meta["timings"]["this_run_iterations"] == 3  # iterations_run counts the earlier run's too
     assert again.meta["timings"]["iterations_run"] == t["iterations_done"] + 3
     assert again.meta["timings"]["stopped_by_time_budget"] is False
 

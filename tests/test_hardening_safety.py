@@ -188,7 +188,7 @@ def test_genuine_checkpoint_still_resumes_exactly(digits, genuine_checkpoint, tm
     copy.write_bytes(ckpt.read_bytes())
     resumed = get_distiller("dm", iterations=3, checkpoint=copy, checkpoint_every=2, **DM).fit(digits)
     whole = get_distiller("dm", iterations=3, **DM).fit(digits)
-    assert resumed.meta["timings"]["session_iterations"] == 1
+    assert resumed.meta["timings"]["this_run_iterations"] == 1
     np.testing.assert_array_equal(resumed.X, whole.X)
     assert resumed.meta["curves"]["matching_loss"] == whole.meta["curves"]["matching_loss"]
     # what _save_checkpoint writes (optimizer state included) loads with weights_only=True

@@ -182,7 +182,7 @@ def test_resume_equals_uninterrupted(method, digits, tmp_path):
     get_distiller(method, iterations=2, checkpoint=ckpt, checkpoint_every=2, **kw).fit(digits)
     assert ckpt.exists()
     resumed = get_distiller(method, iterations=4, checkpoint=ckpt, checkpoint_every=2, **kw).fit(digits)
-    assert resumed.meta["timings"]["session_iterations"] == 2
+    assert resumed.meta["timings"]["this_run_iterations"] == 2
     np.testing.assert_array_equal(resumed.X, full.X)
     assert resumed.meta["curves"]["matching_loss"] == full.meta["curves"]["matching_loss"]
     other = digits.subset(np.arange(1000), name="other")

@@ -98,7 +98,7 @@ def test_bptt_resume_equals_uninterrupted(digits, tmp_path):
     ck = tmp_path / "bptt.ckpt"
     get_distiller("bptt", iterations=2, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
     resumed = get_distiller("bptt", iterations=4, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
-    assert resumed.meta["timings"]["session_iterations"] == 2
+    assert resumed.meta["timings"]["this_run_iterations"] == 2
     np.testing.assert_allclose(resumed.X, full.X, rtol=0, atol=1e-5)
     assert resumed.meta["curves"]["matching_loss"] == pytest.approx(full.meta["curves"]["matching_loss"], rel=1e-5)
     assert resumed.meta["training"]["inner_lrs"] == pytest.approx(full.meta["training"]["inner_lrs"], rel=1e-6)

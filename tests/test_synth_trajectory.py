@@ -136,7 +136,7 @@ def test_mtt_resume_equals_uninterrupted(digits, buffer_dir, tmp_path):
     ck = tmp_path / "mtt.ckpt"
     get_distiller("mtt", iterations=2, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
     resumed = get_distiller("mtt", iterations=4, checkpoint=ck, checkpoint_every=2, **kw).fit(digits)
-    assert resumed.meta["timings"]["session_iterations"] == 2
+    assert resumed.meta["timings"]["this_run_iterations"] == 2
     np.testing.assert_allclose(resumed.X, full.X, rtol=0, atol=1e-5)
     assert resumed.meta["curves"]["matching_loss"] == pytest.approx(full.meta["curves"]["matching_loss"], rel=1e-5)
     assert resumed.meta["training"]["lr"] == pytest.approx(full.meta["training"]["lr"], rel=1e-6)

@@ -513,12 +513,12 @@ def _known(seconds: float | None) -> float:
 
 def _run_timings(start_it: int, done: int, seconds_before: float | None, seconds: float) -> dict:
     """Iterations and seconds of a distillation: over all its runs (resumed ones too) and of this run alone."""
-    session = done - start_it
+    this_run = done - start_it
     total = _known(seconds_before) + seconds
-    return {"distill_seconds": total, "iterations_run": done, "session_seconds": seconds,
-            "session_iterations": session, "resumed_from_iteration": start_it,
+    return {"distill_seconds": total, "iterations_run": done, "this_run_seconds": seconds,
+            "this_run_iterations": this_run, "resumed_from_iteration": start_it,
             "seconds_before_resume": seconds_before,
-            "seconds_per_iteration": seconds / session if session else total / max(1, done)}
+            "seconds_per_iteration": seconds / this_run if this_run else total / max(1, done)}
 
 
 def _check_checkpoint(path: Path, blob: object, ctx: Context) -> None:
