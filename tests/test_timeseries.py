@@ -217,3 +217,16 @@ def test_dm_of_sequences_keeps_the_sequence_shape(waves):
     assert init[-1] < init[0]  # the synthetic sequences moved towards the real per-class statistics
     with pytest.raises(DataError, match="not a sequence data set"):
         ts.distill_sequences(replace(waves, info={}), ipc=2, iterations=1)
+
+
+def test_sequence_settings_fill_only_what_is_not_given(tmp_path):
+    assert ts.sequence_select_params("kcenter") == {"model": "conv1d", "features": "embedding"}
+    assert ts.sequence_select_params("kcenter", {"features": "raw"}) == {"model": "conv1d", "features": "raw"}
+    assert ts.sequence_select_params("entropy", {"epochs": 1}) == {"model": "conv1d", "epochs": 1}
+    assert ts.sequence_select_params("random") == {}
+    dm = ts.sequence_distiller("dm", ipc=2, iterations=1)
+    assert dm.model == "conv1d" and dm.dsa is False
+    assert ts.sequence_distiller("dm", ipc=2, dsa=True, model="mlp").dsa is True
+    (tmp_path / "nolabel.csv").write_text("id,time,v,cls\na,1,2,x\na,2,3,x\n")
+    with pytest.raises(DataError, match=r"label column 'label' not found; .* \(pass label=\.\.\.\)"):
+        ts.load_long_table(tmp_path / "nolabel.csv")

@@ -120,11 +120,80 @@ def _delimiter(text: str) -> str:
 
 
 def _load(args) -> dd.Dataset:
-    """DATA as a Dataset (its summary on stderr unless --quiet)."""
-    dataset = dd.load(args.data, label=args.label, test_fraction=args.test_fraction, random_state=args.split_seed,
-                      delimiter=args.delimiter)
-    _info(args, dataset.summary())
+    """DATA as a Dataset (its summary on stderr unless --quiet); sequences (N, T, C) with --sequences."""
+    if getattr(args, "sequences", False):
+        dataset = _load_sequences(args)
+    else:
+        _sequence_options(args)  # refuses the sequence options without --sequences
+        dataset = dd.load(args.data, label=args.label, test_fraction=args.test_fraction,
+                          random_state=args.split_seed, delimiter=args.delimiter)
+        _info(args, dataset.summary())
     return dataset
+
+
+# the loader's keywords for a long table, and the options that set them
+_SEQUENCE_FLAGS = {"pad": "--pad", "length": "--length", "id_column": "--id-column", "time_column": "--time-column",
+                   "value_columns": "--value-columns", "label": "--label", "delimiter": "--delimiter"}
+# the loader's messages name its Python keywords; the command line's user needs the options
+_KEYWORD_SPELLINGS = ((r"pad='zero' or 'edge'", "--pad zero or edge"), (r"pad='zero'/'edge'", "--pad zero/edge"),
+                      (r"pad='(zero|edge|truncate)'", r"--pad \1"), (r"\blength=T\b", "--length T"),
+                      (r"\blength <= ", "--length <= "), (r"\b(id|time)_column=\.\.\.", r"--\1-column NAME"),
+                      (r"\blabel=\.\.\.", "--label NAME"), (r"\bvalue_columns=\[\.\.\.\]", "--value-columns A,B"))
+
+
+def _sequence_options(args) -> dict:
+    """The long-table options given (keyword -> value); ConfigError for sequence-only options without --sequences."""
+    options = {key: getattr(args, key) for key in _SEQUENCE_FLAGS if getattr(args, key, None) is not None}
+    if not getattr(args, "sequences", False):
+        given = [_SEQUENCE_FLAGS[key] for key in ("pad", "length", "id_column", "time_column", "value_columns")
+                 if key in options]
+        if given:
+            raise dd.ConfigError(f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} sequence data; add "
+                                 "--sequences")
+        return {}
+    if "value_columns" in options:
+        options["value_columns"] = [c.strip() for c in options["value_columns"].split(",") if c.strip()]
+    return options
+
+
+def _load_sequences(args) -> dd.Dataset:
+    """--sequences: DATA through the sequence loader, its messages in the command line's terms."""
+    from .data.timeseries import load_sequences
+
+    path = Path(args.data)
+    if not path.is_file():
+        raise dd.DataError(f"{args.data}: {'a folder' if path.is_dir() else 'no such file'}; --sequences reads a .npz "
+                           "(x of shape (N, T) or (N, T, C) and y) or a long CSV/Parquet table (one row per series "
+                           "id and time step, with id, time, value and label columns)")
+    options = _sequence_options(args)
+    if path.suffix.lower() == ".npz" and options:
+        raise dd.ConfigError(f"{', '.join(_SEQUENCE_FLAGS[k] for k in options)}: options of a long CSV/Parquet "
+                             f"table; {args.data} is a .npz, whose sequences share one length already")
+    try:
+        dataset = load_sequences(path, test_fraction=args.test_fraction, random_state=args.split_seed, **options)
+    except (dd.DataError, dd.ConfigError) as exc:
+        message = str(exc)
+        for pattern, flag in _KEYWORD_SPELLINGS:
+            message = re.sub(pattern, flag, message)
+        if " column '" in message and "not found" in message:
+            message += ("; --sequences reads a long table, one row per series id and time step (a wide table of "
+                        "one row per sample is read without --sequences)")
+        raise type(exc)(message) from None
+    steps, channels = dataset.sample_shape
+    _info(args, f"{dataset.name}: {len(dataset)} training sequences, test {len(dataset.test)}, {dataset.n_classes} "
+                f"classes, {steps} steps x {channels} channel{'s' if channels > 1 else ''} {dataset.X.dtype}")
+    return dataset
+
+
+def _sequence_model(args, default: str, option: str = "--model") -> str:
+    """The model for sequence data: ``default`` (conv1d) unless given; image-only models refused."""
+    from .models import IMAGE_MODELS
+
+    model = args.model or default
+    if model in IMAGE_MODELS:
+        raise dd.ConfigError(f"{option} {model} takes images (C, H, W); sequences (N, T, C) train conv1d (the "
+                             "default with --sequences), mlp or logreg")
+    return model
 
 
 def _info(args, text: str) -> None:
@@ -205,7 +274,7 @@ def _check_out(out: str | None, overwrite: bool) -> None:
         dd.DistilledSet.check_target(out, overwrite=overwrite)  # --overwrite replaces only a set datadistill wrote
 
 
-def _data_arguments(p: argparse.ArgumentParser) -> None:
+def _data_arguments(p: argparse.ArgumentParser, *, sequences: bool = False) -> None:
     p.add_argument("data", metavar="DATA", help="data file or folder, or a built-in name (see datadistill --help)")
     p.add_argument("--label", help="label column of a CSV/Parquet file (default: label/target/class/y)")
     p.add_argument("--test-fraction", type=float, default=0.2,
@@ -214,6 +283,27 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
                    help="CSV field separator: a character or tab/comma/semicolon/pipe (default: detected among "
                         "',' ';' tab '|', with a warning when it is not ',')")
+    if sequences:
+        _sequence_arguments(p)
+
+
+def _sequence_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sequences (time series)")
+    g.add_argument("--sequences", action="store_true",
+                   help="read DATA as sequences (N, T, C): a .npz with x of shape (N, T) or (N, T, C) and y, or a "
+                        "long CSV/Parquet table with one row per series id and time step (id, time, value and "
+                        "label columns); whole series go to the test split")
+    g.add_argument("--pad", choices=["zero", "edge", "truncate"],
+                   help="series of unequal length in a long table: zero (append zeros up to the longest), edge "
+                        "(repeat each series' last value) or truncate (cut all to the shortest); without it unequal "
+                        "lengths are an error")
+    g.add_argument("--length", type=int, metavar="T", help="the common length to pad or cut series to")
+    g.add_argument("--id-column", metavar="NAME", help="series id column of a long table (default id)")
+    g.add_argument("--time-column", metavar="NAME",
+                   help="column the steps of a series are sorted by: numbers, dates or timestamps (default time)")
+    g.add_argument("--value-columns", metavar="A,B",
+                   help="comma-separated value columns, one channel each (default: every column but id, time and "
+                        "label)")
 
 
 def _output_arguments(p: argparse.ArgumentParser, *, json_summary: bool = False) -> None:
@@ -236,6 +326,8 @@ def _subcommand(sub, name: str, *, help: str, description: str, examples: list[t
 # --- subcommands ---------------------------------------------------------------------------------
 def cmd_select(args) -> int:
     if getattr(args, "stream", False):
+        if args.sequences:
+            raise dd.ConfigError("--stream reads tabular rows in pieces; sequences (--sequences) are read whole")
         from .stream_io import cmd_select_stream
 
         return cmd_select_stream(args)
@@ -248,8 +340,12 @@ def cmd_select(args) -> int:
     if args.soft_labels:
         params["soft_labels"] = True
     per_class = None if args.per_class == "none" else args.per_class
-    selector = dd.get_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
-                               random_state=args.seed, **params)
+    if args.sequences:  # the conv1d probe, and its embedding for geometric methods, unless --param says otherwise
+        from .data.timeseries import sequence_selector as make_selector
+    else:
+        make_selector = dd.get_selector
+    selector = make_selector(args.method, size=args.size, ratio=args.ratio, per_class=per_class,
+                             random_state=args.seed, **params)
     selector.check_params()  # size, ratio and seed before a large file is read
     _check_out(args.out, args.overwrite)
     dataset = _load(args)
@@ -450,6 +546,10 @@ def cmd_evaluate(args) -> int:
         args.methods = "" if args.no_baselines else "random"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     method_params = _method_params(args.param, methods)
+    model = args.model or "mlp"
+    if args.sequences:
+        model = _sequence_model(args, "conv1d")
+        method_params = _sequence_method_params(args, methods, method_params)
     options = {"n_models": args.eval_models}
     if args.eval_epochs is not None:
         options["epochs"] = args.eval_epochs
@@ -462,7 +562,7 @@ def cmd_evaluate(args) -> int:
     _refuse_existing(args.out, args.overwrite or args.resume, empty_ok=True,
                      hint="pass --resume to continue that run or --overwrite to replace it")
     dataset = _load(args)
-    report = dd.evaluate(dataset, methods=methods, ratios=ratios, model=args.model, seeds=args.seeds,
+    report = dd.evaluate(dataset, methods=methods, ratios=ratios, model=model, seeds=args.seeds,
                          distilled=args.distilled or (), protocol=args.protocol, protocol_options=options,
                          method_params=method_params, out=args.out, resume=args.resume, overwrite=args.overwrite,
                          device=args.device, use_weights=args.use_weights, progress=not args.quiet,
@@ -478,6 +578,23 @@ def cmd_evaluate(args) -> int:
     if args.out:
         print(f"\nreport: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _sequence_method_params(args, methods: list[str], method_params: dict[str, dict]) -> dict[str, dict]:
+    """evaluate --sequences: every selector gets the conv1d probe (geometric ones its embedding) unless --param sets
+    them; the dataset-condensation protocol, made for images, is refused."""
+    from .data.timeseries import sequence_select_params
+
+    if args.protocol == "dc":
+        raise dd.ConfigError("--protocol dc is the image dataset-condensation protocol (ConvNets, image "
+                             "augmentation); evaluate sequences with --protocol same (conv1d by default)")
+    out = dict(method_params)
+    for method in methods:
+        if method in dd.SELECTORS:
+            filled = sequence_select_params(method, method_params.get(method))
+            if filled:
+                out[method] = filled
+    return out
 
 
 def _soft_list(text: str | None, methods: list[str]) -> list[str] | bool:
@@ -517,8 +634,13 @@ def cmd_distill(args) -> int:
                        "far; pass --iterations N or --time-budget none for the method's full budget (hours)")
     if budget is not None and "time_budget" not in params:
         params["time_budget"] = None if math.isinf(budget) else budget
-    distiller = dd.get_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
-                                 progress=True, **params)
+    make_distiller = dd.get_distiller
+    if args.sequences:  # conv1d networks and no image augmentation, unless --model / --param say otherwise
+        from .data.timeseries import sequence_distiller as make_distiller
+
+        params["model"] = _sequence_model(args, "conv1d")
+    distiller = make_distiller(args.method, ipc=args.ipc, random_state=args.seed, device=args.device or "auto",
+                               progress=True, **params)
     distiller.check_params()
     if args.eval_models or args.eval_epochs is not None:
         check_protocol_options(n_models=args.eval_models, epochs=args.eval_epochs)
@@ -537,7 +659,7 @@ def cmd_distill(args) -> int:
         _protocol_accuracy(args, dataset, result)
 
     def write_figures(directory: Path) -> None:
-        if dataset.is_image:
+        if dataset.is_image and not args.sequences:
             from .synth import figures
 
             figures.image_grid(result, directory / "images.png")
@@ -603,8 +725,10 @@ def _select_parser(sub) -> None:
                               ("datadistill select mnist.npz --method entropy --size 600 --check --out ent",
                                "600 rows by a probe's predictive entropy, compared with random subsets"),
                               ("datadistill select digits --method kmeans --ratio 0.05 --param pca=20 --json --out km",
-                               "method parameters with --param; a JSON summary on stdout")])
-    _data_arguments(p)
+                               "method parameters with --param; a JSON summary on stdout"),
+                              ("datadistill select waves.npz --sequences --method kcenter --ratio 0.1 --out kept",
+                               "time series (N, T, C): k-center in the embedding of a conv1d probe")])
+    _data_arguments(p, sequences=True)
     p.add_argument("--method", required=True, help="selection method (see `datadistill methods`)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--ratio", type=_ratio, help="fraction of the training set to keep, in (0, 1]")
@@ -703,8 +827,10 @@ def _distill_parser(sub) -> None:
                                "DM with a Gaussian-kernel MMD loss; the best of the periodic evaluations is kept"),
                               ("datadistill distill mnist.npz --method mtt --checkpoint mtt.ckpt --time-budget 1h "
                                "--out mnist-mtt",
-                               "stop after an hour; rerun the same command to continue from the checkpoint")])
-    _data_arguments(p)
+                               "stop after an hour; rerun the same command to continue from the checkpoint"),
+                              ("datadistill distill waves.npz --sequences --method dm --ipc 5 --out syn",
+                               "5 synthetic time series per class, matched through conv1d networks")])
+    _data_arguments(p, sequences=True)
     p.add_argument("--method", required=True, help="dm, dm-multilayer, dc, dsa, mtt, bptt or krr")
     p.add_argument("--ipc", type=int, default=10, help="synthetic samples per class (default 10)")
     p.add_argument("--iterations", type=int,
@@ -712,7 +838,8 @@ def _distill_parser(sub) -> None:
                         "20,000, mtt 5,000, dc and dsa 1,000; bptt and krr 1,000. That takes hours on a CPU, so "
                         "there a run without --iterations stops at --time-budget)")
     p.add_argument("--model", help="network to match through: convnet (images, default; the published network), "
-                                   "convnet-p1 (padding 1 everywhere) or mlp (tabular)")
+                                   "convnet-p1 (padding 1 everywhere), mlp (tabular) or conv1d (sequences, the "
+                                   "default with --sequences)")
     p.add_argument("--width", type=int, help="ConvNet channels (default 128)")
     p.add_argument("--depth", type=int, help="ConvNet blocks (default 3)")
     p.add_argument("--init", choices=["real", "noise"], help="start from real samples (default) or noise")
@@ -748,11 +875,14 @@ def _evaluate_parser(sub) -> None:
                               ("datadistill evaluate mnist.npz --methods kmeans --param kmeans.pca=50 --out ev",
                                "selector options per method with --param METHOD.KEY=VALUE"),
                               ("datadistill evaluate mnist.npz --distilled mnist-dm --protocol dc --json --out ev",
-                               "a saved set under the dataset-condensation protocol; the report as JSON on stdout")])
-    _data_arguments(p)
+                               "a saved set under the dataset-condensation protocol; the report as JSON on stdout"),
+                              ("datadistill evaluate series.csv --sequences --pad edge --methods kcenter --ratios 0.1 "
+                               "--out ev", "time series from a long table (id, time, value, label), conv1d models")])
+    _data_arguments(p, sequences=True)
     p.add_argument("--methods", help="comma-separated selection methods (default random)")
     p.add_argument("--ratios", default="0.01,0.05,0.1,0.2,0.5", help="comma-separated fractions in (0, 1]")
-    p.add_argument("--model", default="mlp", help="logreg, mlp (default), convnet or resnet18")
+    p.add_argument("--model", help="logreg, mlp (default), convnet, resnet18 or conv1d (the default with "
+                                   "--sequences)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--distilled", action="append", metavar="DIR", help="a saved DistilledSet to evaluate too")
     p.add_argument("--protocol", choices=["same", "dc"], default="same",

@@ -189,8 +189,8 @@ def _long_table_columns(table, path: Path, id_column: str, time_column: str, lab
     columns = table.column_names
     for role, col in (("id", id_column), ("time", time_column), ("label", label)):
         if col not in columns:
-            raise DataError(f"{path}: {role} column '{col}' not found; columns: {columns} (pass {role}_column=..."
-                            f"{'' if role != 'label' else ' / label=...'})")
+            keyword = "label" if role == "label" else f"{role}_column"
+            raise DataError(f"{path}: {role} column '{col}' not found; columns: {columns} (pass {keyword}=...)")
     values = list(value_columns) if value_columns is not None else [
         c for c in columns if c not in (id_column, time_column, label)]
     if not values:
@@ -497,41 +497,67 @@ def split_windows(w: Windows, *, by: str = "time", test_fraction: float = 0.2, g
 
 
 # --- selection and distillation settings for sequences ------------------------------------------------------
+def _sequence_fill(selector, params: dict) -> dict:
+    """The sequence defaults ``selector`` takes and ``params`` does not set (the probe; features of geometric methods)."""
+    from ..select.features import FeatureSelector
+
+    defaults = {"model": SEQUENCE_SELECT_DEFAULTS["model"]}
+    if isinstance(selector, FeatureSelector):
+        defaults["features"] = SEQUENCE_SELECT_DEFAULTS["features"]
+    keys = selector.get_params() if hasattr(selector, "get_params") else {}
+    return {k: v for k, v in defaults.items() if k not in params and k in keys}
+
+
+def sequence_selector(method: str, *, size: int | None = None, ratio: float | None = None, **params):
+    """The (unfitted) selector ``method`` with the sequence defaults; ``params`` override them."""
+    from ..select import get_selector
+
+    selector = get_selector(method, size=size, ratio=ratio, **params)
+    fill = _sequence_fill(selector, params)
+    if fill:
+        selector.set_params(**fill)
+    return selector
+
+
+def sequence_select_params(method: str, params: dict | None = None) -> dict:
+    """``params`` of selector ``method`` with the sequence defaults added (e.g. for ``evaluate(method_params=...)``)."""
+    from ..select import get_selector
+
+    params = dict(params or {})
+    return {**_sequence_fill(get_selector(method, size=1, **params), params), **params}
+
+
 def select_sequences(dataset: Dataset, method: str, *, size: int | None = None, ratio: float | None = None,
                      **params):
     """``datadistill.select`` with the sequence defaults: the conv1d probe, and its embedding for geometric methods.
 
     ``params`` override :data:`SEQUENCE_SELECT_DEFAULTS` (e.g. ``features="raw"``); returns the DistilledSet.
     """
-    from ..select import get_selector
-    from ..select.features import FeatureSelector
-
-    selector = get_selector(method, size=size, ratio=ratio, **params)
-    defaults = {"model": SEQUENCE_SELECT_DEFAULTS["model"]}
-    if isinstance(selector, FeatureSelector):
-        defaults["features"] = SEQUENCE_SELECT_DEFAULTS["features"]
-    keys = selector.get_params() if hasattr(selector, "get_params") else {}
-    fill = {k: v for k, v in defaults.items() if k not in params and k in keys}
-    if fill:
-        selector.set_params(**fill)
+    selector = sequence_selector(method, size=size, ratio=ratio, **params)
     return selector.fit(dataset).transform(dataset)
 
 
-def distill_sequences(dataset: Dataset, *, ipc: int = 10, method: str = "dm", **params):
-    """Distribution matching (or ``method``) on sequences: conv1d networks, no image augmentation by default.
+def sequence_distiller(method: str = "dm", *, ipc: int = 10, **params):
+    """The (unfitted) distiller ``method`` for sequences: conv1d networks, no image augmentation unless asked.
 
     The matching methods switch DSA on for any 3-D model input, and DSA's crops, rotations and flips treat
-    (T, C) as an image plane, so sequences get ``dsa=False`` unless asked otherwise.
+    (T, C) as an image plane, so sequences get ``dsa=False`` (and trajectory matching ``augment=False``) unless
+    ``params`` set them.
     """
     from ..synth import get_distiller
 
-    if not is_sequence(dataset):
-        raise DataError(f"{dataset.name}: not a sequence data set (N, T, C); build it with datadistill.data.timeseries")
     distiller = get_distiller(method, ipc=ipc, **{"model": "conv1d", **params})
     for switch in ("dsa", "augment"):  # matching methods' DSA; trajectory matching's augmentation
         if switch not in params and hasattr(distiller, switch):
             distiller.set_params(**{switch: False})
-    return distiller.fit(dataset)
+    return distiller
+
+
+def distill_sequences(dataset: Dataset, *, ipc: int = 10, method: str = "dm", **params):
+    """Distribution matching (or ``method``) on sequences with :func:`sequence_distiller`'s settings."""
+    if not is_sequence(dataset):
+        raise DataError(f"{dataset.name}: not a sequence data set (N, T, C); build it with datadistill.data.timeseries")
+    return sequence_distiller(method, ipc=ipc, **params).fit(dataset)
 
 
 # --- generated data ---------------------------------------------------------------------------------------------
