@@ -251,3 +251,11 @@ def test_a_report_json_from_before_rows_named_their_model_still_renders(tmp_path
     assert "- kcenter: 10: +6.00*" in md and "- dm:" not in md  # no dc random row for dm
     again = Report.from_json(tmp_path / REPORT_JSON)
     assert again.rows == old.rows
+
+
+def test_without_a_full_row_speedups_are_a_dash_not_nan():
+    """evaluate --no-baselines: no full-data row to divide by, so no speedup (it printed "nanx")."""
+    report = _report(two_d=False)
+    report.rows = [r for r in report.rows if r["method"] != "full"]
+    text = report.to_markdown()
+    assert "nan" not in text.lower() and "kcenter" in text

@@ -230,3 +230,9 @@ def test_sequence_settings_fill_only_what_is_not_given(tmp_path):
     (tmp_path / "nolabel.csv").write_text("id,time,v,cls\na,1,2,x\na,2,3,x\n")
     with pytest.raises(DataError, match=r"label column 'label' not found; .* \(pass label=\.\.\.\)"):
         ts.load_long_table(tmp_path / "nolabel.csv")
+
+
+def test_summary_calls_sequences_sequences():
+    X, y = ts.synthetic_waveforms(60, 16, n_classes=3)
+    ds = ts.sequence_dataset(X, y)
+    assert "sequences (T, C)" in ds.summary() and "images" not in ds.summary()

@@ -101,13 +101,18 @@ def _points(value: float) -> str:
     return f"{value:+.2f}" if math.isfinite(value) else "—"
 
 
+def _times(value) -> str:
+    """A speedup cell: "—" where there is no full-data row of the same model and protocol to divide by."""
+    return f"{value:.1f}x" if value is not None and math.isfinite(value) else "—"
+
+
 def _table_cells(a: dict) -> list[str]:
     """One aggregated row as the table's cells (raw text, :data:`TABLE_HEAD` order)."""
     return [a["method"] + (" (weighted)" if a["weighted"] else ""), a["model"], a["protocol"], f"{a['size']:,}",
             f"{a['ratio']:.3g}", str(a["seeds"]), f"{a['accuracy_mean'] * 100:.2f} ± {a['accuracy_std'] * 100:.2f}",
             "—" if _is(a, FULL) else _points(a["vs_full_points"]),
-            f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", f"{a['train_speedup']:.1f}x",
-            f"{a['select_seconds_mean']:.2f}", f"{a['total_speedup']:.1f}x", f"{a['epochs_mean']:.1f}",
+            f"{a['train_seconds_mean']:.2f} ± {a['train_seconds_std']:.2f}", _times(a["train_speedup"]),
+            f"{a['select_seconds_mean']:.2f}", _times(a["total_speedup"]), f"{a['epochs_mean']:.1f}",
             _steps(a["steps_mean"], a["best_step_mean"])]
 
 

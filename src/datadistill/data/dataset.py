@@ -309,7 +309,8 @@ class Dataset:
                        source_rows=self.row_ids()[tr])
 
     def summary(self) -> str:
-        kind = "images" if self.is_image else "tabular"
+        kind = ("sequences (T, C)" if self.info.get("layout") == "sequence" and self.X.ndim == 3
+                else "images" if self.is_image else "tabular")
         test = f", test {len(self.test)}" if self.test is not None else ""
         return (
             f"{self.name}: {len(self)} training samples{test}, {self.n_classes} classes, "
