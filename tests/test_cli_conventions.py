@@ -378,3 +378,22 @@ def test_select_unreachable_scheduler_is_a_clear_error_not_a_hang(tmp_path, csv_
                         f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "1", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "127.0.0.1" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_select_out_of_core_from_a_memory_mapped_npy(tmp_path, capsys):
+    """select --out-of-core: the same k-center picks as the Python call on the same files."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    code, out, err = run(["select", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--out-of-core", "--method",
+                          "kcenter", "--size", "20", "--batch-size", "64", "--json", "--out", tmp_path / "kc"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["kept"] == 20
+    ref = dd.select_out_of_core(tmp_path / "x.npy", "kcenter", size=20, labels=tmp_path / "y.npy", batch_size=64,
+                                random_state=0)
+    assert np.array_equal(np.sort(DistilledSet.open(tmp_path / "kc").indices), np.sort(ref.indices))
+    code, _, err = run(["select", tmp_path / "x.npy", "--out-of-core", "--method", "dbscan", "--size", "20",
+                        "--out", tmp_path / "db"], capsys)
+    assert code == 2 and "out-of-core selection supports" in err

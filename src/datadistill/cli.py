@@ -331,6 +331,8 @@ def cmd_select(args) -> int:
         from .stream_io import cmd_select_stream
 
         return cmd_select_stream(args)
+    if args.out_of_core:
+        return _cmd_select_out_of_core(args)
     if (args.ratio is None) == (args.size is None):
         raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
     params = _params(args.param)
@@ -373,6 +375,33 @@ def cmd_select(args) -> int:
     else:
         print(f"kept {len(result)} of {len(dataset)} samples ({len(dataset) / len(result):.1f}x smaller) "
               f"with {args.method} in {selector.seconds_:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_select_out_of_core(args) -> int:
+    """``select --out-of-core``: a memory-mapped .npy or Parquet shards, read in batches (data/outofcore.py)."""
+    if args.sequences or args.scheduler or args.dask is not None or args.check:
+        raise dd.ConfigError("--out-of-core reads rows in batches in this process; it does not combine with "
+                             "--sequences, --scheduler/--dask or --check")
+    if (args.ratio is None) == (args.size is None):
+        raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
+    params = _params(args.param)
+    for key in ("device", "strategy", "min_per_class"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    _check_out(args.out, args.overwrite)
+    result = dd.select_out_of_core(args.data, args.method, size=args.size, ratio=args.ratio, labels=args.labels,
+                                   label=args.label, batch_size=args.batch_size, scratch_dir=args.scratch_dir,
+                                   per_class=None if args.per_class == "none" else args.per_class,
+                                   random_state=args.seed, progress=not args.quiet, **params)
+    result.save(args.out, overwrite=args.overwrite)
+    n = int(result.meta.get("source_samples", 0)) or len(result)
+    if args.json:
+        _print_json({"command": "select", "out": str(args.out), "method": args.method, "kept": len(result),
+                     "source_samples": n, "reduction": n / len(result), "out_of_core": True, "seed": args.seed})
+    else:
+        print(f"kept {len(result)} of {n} rows ({n / len(result):.1f}x smaller) with {args.method} out of core "
+              f"-> {args.out}")
     return 0
 
 
@@ -727,7 +756,9 @@ def _select_parser(sub) -> None:
                               ("datadistill select digits --method kmeans --ratio 0.05 --param pca=20 --json --out km",
                                "method parameters with --param; a JSON summary on stdout"),
                               ("datadistill select waves.npz --sequences --method kcenter --ratio 0.1 --out kept",
-                               "time series (N, T, C): k-center in the embedding of a conv1d probe")])
+                               "time series (N, T, C): k-center in the embedding of a conv1d probe"),
+                              ("datadistill select emb.npy --labels y.npy --out-of-core --method kcenter --ratio 0.01 "
+                               "--out kc", "a memory-mapped .npy larger than memory, read in batches")])
     _data_arguments(p, sequences=True)
     p.add_argument("--method", required=True, help="selection method (see `datadistill methods`)")
     size = p.add_mutually_exclusive_group()
@@ -773,6 +804,15 @@ def _select_parser(sub) -> None:
     from .stream_io import add_stream_arguments
 
     add_stream_arguments(p)
+    g = p.add_argument_group("out of core (data larger than memory, offline methods)")
+    g.add_argument("--out-of-core", action="store_true",
+                   help="read DATA (a .npy opened as a memory map, a directory of Parquet shards, a Parquet or CSV "
+                        "file) in batches of --batch-size rows: kcenter, kmeans, entropy, margin, least-confidence, "
+                        "random, stratified; memory: one batch plus a few numbers per row")
+    g.add_argument("--labels", metavar="PATH", help="--out-of-core with a .npy: the labels as another .npy file")
+    g.add_argument("--scratch-dir", metavar="DIR",
+                   help="--out-of-core k-center/k-means: folder for the scratch file (as large as the float32 "
+                        "features; deleted afterwards; default: the system's temporary folder)")
     _output_arguments(p, json_summary=True)
     p.set_defaults(func=cmd_select)
 
