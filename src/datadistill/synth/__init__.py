@@ -12,3 +12,4 @@ __all__ = ["DSA", "REGISTRY", "Context", "DifferentiableSiameseAugmentation", "D
            "GradientMatching", "MultiLayerDistributionMatching", "distill", "evaluate_protocol", "get_distiller",
            "image_grid", "random_real_subset", "register"]
 from . import generative  # noqa: F401,E402 - registers ae-kmeans, ae-dm
+from . import rded  # noqa: F401,E402 - registers rded
