@@ -478,7 +478,7 @@ def test_markdown_report_escapes_names_and_html_stays_escaped(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 4  # header, full, random, the hostile method: no row split by its '|'
     for line in table:
-        assert len(line.replace("\\|", "").split("|")) == 14  # 12 columns
+        assert len(line.replace("\\|", "").split("|")) == 16  # 14 columns (model and protocol included)
     assert "``datadistill evaluate `rm` x\\x1b[2J``" in md
     page = report.to_html(tmp_path / "report.html").read_text()
     assert "<img src=x" not in page and "&lt;img src=x" in page and "<b>folder" not in page
