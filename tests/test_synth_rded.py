@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +138,16 @@ def test_a_checkpointed_run_is_restored_without_training_the_teacher_again(digit
     np.testing.assert_allclose(again.X, first.X, atol=1e-6)
     np.testing.assert_allclose(again.soft_labels, first.soft_labels, atol=1e-6)
     assert again.meta["rded"]["patch_rows"] == first.meta["rded"]["patch_rows"]
+
+
+def test_time_budget_bounds_the_teacher(digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a teacher stopped this early may warn that it is weak
+        out = get_distiller("rded", ipc=2, teacher_steps=100_000, time_budget=1.5, **FAST).fit(digits)
+    teacher = out.meta["soft_labels"]["teacher"]
+    assert 1 <= teacher["steps"] < 100_000 and teacher["seconds"] < 1.5 * 0.8 + 1.0  # its share, one step past
+    assert out.meta["timings"]["total_seconds"] < 1.5 + 3.0  # scoring after it (loaded machine)
+    assert out.X.shape == (20, 8, 8) and out.meta["rded"]["mean_realism"] <= 0
 
 
 # --- bad input --------------------------------------------------------------------------------------
