@@ -185,3 +185,13 @@ def test_rded_beats_random_real_images_of_the_same_ipc(digits, ipc, margin):
     out = get_distiller("rded", ipc=ipc, teacher_steps=300, random_state=0, **FAST).fit(digits)
     acc = mean_accuracy(digits, out)
     assert acc > random_acc + margin, (ipc, acc, random_acc)
+
+
+def test_timings_count_the_teachers_set_up(stitched):
+    """A method that trains a teacher before its loop reports the set-up, so equal-time comparisons are fair."""
+    from datadistill.evaluation import _set_seconds
+
+    _, syn = stitched
+    t = syn.meta["timings"]
+    assert t["setup_seconds"] > 0 and t["total_seconds"] >= t["setup_seconds"]
+    assert _set_seconds(syn) == pytest.approx(t["distill_seconds"] + t["setup_seconds"])

@@ -528,8 +528,11 @@ def plan_rows(s: Settings, pool_size: int) -> list[RowSpec]:
 
 
 def _set_seconds(ds: DistilledSet) -> float:
+    """Seconds that made a loaded set: selection, or distillation with its set-up (a teacher, an autoencoder)."""
     timings = ds.meta.get("timings", {})
-    return float(timings.get("select_seconds", timings.get("distill_seconds", 0.0)) or 0.0)
+    if "select_seconds" in timings:
+        return float(timings["select_seconds"] or 0.0)
+    return float(timings.get("distill_seconds") or 0.0) + float(timings.get("setup_seconds") or 0.0)
 
 
 class RowRunner:

@@ -312,6 +312,7 @@ class Distiller(Estimator):
     def _meta(self, ctx: Context, run: _Run, dataset: Dataset, dev: torch.device, fit_start: float) -> dict:
         """The artifact's provenance: method, parameters, source, timings, learning curve and training recipe."""
         budget = float(self.time_budget) if self.time_budget is not None else None
+        total = time.perf_counter() - fit_start
         return {
             "kind": "synthetic",
             "method": self.name,
@@ -324,7 +325,7 @@ class Distiller(Estimator):
             "timings": {**_run_timings(run.start_it, run.done, run.seconds_before, run.seconds),
                         "iterations_done": run.done, "iterations_planned": self.iterations,
                         "time_budget_seconds": budget, "stopped_by_time_budget": run.stopped_by_budget,
-                        "total_seconds": time.perf_counter() - fit_start},
+                        "total_seconds": total, "setup_seconds": max(0.0, total - run.seconds)},
             "device": str(dev),
             "curves": {"matching_loss": [r["loss"] for r in run.curve]},
             "training": {"preprocessor": ctx.preprocessor.to_dict(), "model": self.model,
