@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("bandwidth", "kcenter", "knn", "facility", "kmedoids", "kmeans")
+PARTS = ("bandwidth", "kcenter", "knn", "facility", "kmedoids", "kmeans", "scale_1m")
 
 
 def rss() -> int:
@@ -77,15 +78,19 @@ def machine() -> dict:
             "load_average_start": os.getloadavg()}
 
 
-def mixture(n: int, d: int = 128, centers: int = 10, seed: int = 0) -> np.ndarray:
-    """The generated mixture: ``centers`` Gaussians (unit variance, centres N(0, 9 I)) in d dimensions."""
+def mixture(n: int, d: int = 128, centers: int = 10, seed: int = 0, out=None, labels: bool = False):
+    """The generated mixture: ``centers`` Gaussians (unit variance, centres N(0, 9 I)) in d dimensions.
+
+    ``out``: an (n, d) float32 array (e.g. a memory map) to fill; ``labels=True`` also returns the components."""
     rng = np.random.default_rng(seed)
     C = rng.normal(size=(centers, d)).astype(np.float32) * 3
-    X = np.empty((n, d), dtype=np.float32)
+    X = np.empty((n, d), dtype=np.float32) if out is None else out
+    y = np.empty(n, dtype=np.int64)
     for s in range(0, n, 1 << 16):
         e = min(n, s + (1 << 16))
-        X[s:e] = C[rng.integers(centers, size=e - s)] + rng.standard_normal((e - s, d), dtype=np.float32)
-    return X
+        y[s:e] = rng.integers(centers, size=e - s)
+        X[s:e] = C[y[s:e]] + rng.standard_normal((e - s, d), dtype=np.float32)
+    return (X, y) if labels else X
 
 
 def mnist_pca(data_dir: str, dim: int) -> np.ndarray:
@@ -316,6 +321,117 @@ def part_kmeans(args, rows):
             r["x_vs_sklearn"] = out["sklearn"][0] / out[eng][0]
             r["inertia_vs_sklearn"] = out[eng][1] / out["sklearn"][1]
 
+# --- the 1M table: one row per selector, each in its own process with a time limit ----------------------------------
+OUT_OF_CORE = ("kcenter", "kmeans", "entropy", "margin", "random")
+SCALE_ROWS = (  # (method, how it runs at this size, seconds allowed)
+    ("kcenter", "out of core (select_out_of_core)", 300),
+    ("kmeans", "out of core (select_out_of_core, streamed mini-batch)", 300),
+    ("entropy", "out of core (probe on 50,000 rows, one scoring pass)", 300),
+    ("margin", "out of core (probe on 50,000 rows, one scoring pass)", 300),
+    ("random", "out of core (reference)", 120),
+    ("kmedoids", "in memory, sampled (CLARA + FasterPAM) engine", 300),
+    ("facility-location", "in memory, kNN graph (auto backend) + lazy greedy", 180),
+    ("herding", "in memory", 90),
+    ("dbscan", "in memory", 90),
+    ("agglomerative", "in memory (Ward; k-means pre-clustering beyond max_ward)", 90),
+)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss it does not keep the parent's
+    high-water mark across fork + exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+
+
+def coverage(X: np.ndarray, y: np.ndarray, picks: np.ndarray) -> dict:
+    """Objectives of the kept rows, each class covered by its own picks (the selection is split per class):
+    k-center radius (largest distance to the nearest pick), k-means-style summed squared distance and
+    k-medoids summed distance, over all N rows; float32 distances, float64 sums."""
+    radius, sq, dist = 0.0, 0.0, 0.0
+    for c in np.unique(y):
+        P = torch.as_tensor(np.asarray(X[np.sort(picks[y[picks] == c])]))
+        if len(P) == 0:
+            return {"kcenter_radius": float("inf"), "sum_sq_dist": float("inf"), "sum_dist": float("inf")}
+        rows = np.flatnonzero(y == c)
+        for s in range(0, len(rows), 8192):
+            m = torch.cdist(torch.as_tensor(np.asarray(X[rows[s:s + 8192]])), P).min(dim=1).values.double()
+            radius = max(radius, float(m.max()))
+            sq += float((m * m).sum())
+            dist += float(m.sum())
+    return {"kcenter_radius": radius, "sum_sq_dist": sq, "sum_dist": dist}
+
+
+def scale_row(args) -> int:
+    """Child process: one selector on the 1M mixture; prints one line 'ROW {json}'."""
+    from datadistill.data.dataset import Dataset
+    from datadistill.data.outofcore import select_out_of_core
+    from datadistill.select.base import get_selector
+
+    method, data, labels = args.row, Path(args.row_data), Path(args.row_data).with_suffix(".labels.npy")
+    geometric = method not in ("entropy", "margin", "random")
+    params = {"per_class": "proportional", "random_state": 0}
+    if geometric:
+        params["drop_misclassified"] = False  # no probe: selection on the features alone
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    if method in OUT_OF_CORE:
+        out = select_out_of_core(data, method, ratio=args.scale_ratio, labels=labels, scratch_dir=data.parent,
+                                 **params)
+    else:
+        ds = Dataset.create(np.load(data), np.load(labels), name="mixture-1m")
+        out = get_selector(method, ratio=args.scale_ratio, **params).fit_transform(ds)
+        del ds
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    picks = np.asarray(out.indices, dtype=np.int64)
+    obj = coverage(np.load(data, mmap_mode="r"), np.load(labels), picks)
+    print("ROW " + json.dumps({"seconds": seconds, "peak_RSS_MB": peak, "RSS_after_imports_MB": rss0,
+                               "kept": int(len(picks)), "distinct": int(len(np.unique(picks))), **obj}), flush=True)
+    return 0
+
+
+def scale_data(args) -> Path:
+    """The 1M x 128 mixture (labels = components) as .npy files in --scratch, written once."""
+    path = Path(args.scratch) / f"b3_mixture_{args.scale_n}.npy"
+    if not path.exists() or not path.with_suffix(".labels.npy").exists():
+        X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(args.scale_n, 128))
+        _, y = mixture(args.scale_n, out=X, labels=True)
+        X.flush()
+        del X
+        np.save(path.with_suffix(".labels.npy"), y)
+    return path
+
+
+def part_scale(args, rows, save):
+    data = scale_data(args)
+    n = args.scale_n
+    wanted = set(args.scale_methods.split(",")) if args.scale_methods else None
+    for method, how, limit in SCALE_ROWS:
+        if wanted is not None and method not in wanted:
+            continue
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--row", method, "--row-data", str(data),
+               "--scale-ratio", str(args.scale_ratio)]
+        row = {"bench": "scale_1m", "method": method, "engine": how, "N": n, "d": 128,
+               "k": int(round(n * args.scale_ratio)), "seconds": None, "peak_RSS_MB": None, "kcenter_radius": None,
+               "sum_sq_dist": None, "sum_dist": None, "load_1min": os.getloadavg()[0], "note": ""}
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT)
+            got = [ln for ln in p.stdout.splitlines() if ln.startswith("ROW ")]
+            if got:
+                res = json.loads(got[-1][4:])
+                row.update({k: res[k] for k in row if k in res})
+                row["note"] = (f"RSS after imports {res['RSS_after_imports_MB']:.0f} MB; kept {res['kept']} "
+                               f"({res['distinct']} distinct)")
+            else:
+                tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+                row["note"] = f"failed (exit {p.returncode}): {tail[:200]}"
+        except subprocess.TimeoutExpired:
+            row["note"] = f"did not finish in {limit} s (stopped)"
+        rows.append(row)
+        print(row, flush=True)
+        save()
+
 
 def fmt(value) -> str:
     if isinstance(value, bool) or value is None:
@@ -334,6 +450,19 @@ def render(meta: dict, rows: list[dict]) -> str:
              f"{tuple(round(x, 1) for x in meta['load_average_end'])}  ", "",
              "Seconds are wall time on a loaded shared machine: compare rows of one table (same run), not runs. "
              "peak_MB: peak resident memory above the process's level before the row.", ""]
+    if meta.get("carried"):
+        c = meta["carried"]
+        lines += [f"Tables {', '.join(c['benches'])}: carried from the run of {c['date']} (`{c['command']}`, load "
+                  f"average at start {tuple(round(x, 1) for x in c['load_average_start'])}), not rerun.", ""]
+    if meta.get("notes"):
+        lines += ["Notes:", ""] + [f"- {note}" for note in meta["notes"]] + [""]
+    if any(r["bench"] == "scale_1m" for r in rows):
+        lines += ["scale_1m: each row a separate process with a time limit; seconds = the selection call (the "
+                  "in-memory rows include loading the .npy and building the Dataset); peak_RSS_MB = the child "
+                  "process's peak resident memory (VmHWM, imports and data included; file-backed pages of the "
+                  "out-of-core rows' memory maps count). Objectives are evaluated on the kept rows, each class "
+                  "against its own picks: kcenter_radius = largest distance to the nearest pick, sum_sq_dist = "
+                  "k-means-style inertia to the kept rows, sum_dist = the k-medoids objective.", ""]
     for bench in dict.fromkeys(r["bench"] for r in rows):
         part = [r for r in rows if r["bench"] == bench]
         keys = [k for k in part[0] if k != "bench"]
@@ -343,10 +472,13 @@ def render(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default="b3_scale", help="stem of the result files (<out>/<name>.md and .json)")
+    ap.add_argument("--carry", default=None,
+                    help="an earlier result .json: its tables of parts not run now are kept, marked as carried")
     ap.add_argument("--only", default=",".join(PARTS))
     ap.add_argument("--n", type=int, default=1_000_000, help="rows of the mixture for k-center")
     ap.add_argument("--kcenter-k", type=int, default=100, help="centres timed per k-center method")
@@ -356,38 +488,79 @@ def main(argv=None) -> int:
     ap.add_argument("--kmeans", default="200000x2000", help="NxK pairs, comma-separated")
     ap.add_argument("--knn-mixture-n", type=int, default=100_000)
     ap.add_argument("--pynndescent", action="store_true")
+    ap.add_argument("--scale-n", type=int, default=1_000_000, help="rows of the mixture for the scale_1m part")
+    ap.add_argument("--scale-ratio", type=float, default=0.01, help="kept share, split per class (scale_1m)")
+    ap.add_argument("--scale-methods", default="", help="comma-separated subset of the scale_1m rows (default all)")
+    ap.add_argument("--scratch", default="/tmp", help="folder for the scale_1m data files")
+    ap.add_argument("--rerender", default=None, help="a result .json: write its .md again, then stop")
+    ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # child process of scale_1m
+    ap.add_argument("--row-data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.facility_n = [int(v) for v in args.facility_n.split(",") if v]
     args.kmedoids_n = [int(v) for v in args.kmedoids_n.split(",") if v]
     args.kmeans_nk = [tuple(int(x) for x in v.split("x")) for v in args.kmeans.split(",") if v]
+    return args
+
+
+def carried(path, parts) -> tuple[list[dict], dict]:
+    """Rows of the parts not run now from an earlier result file, and a note naming that run."""
+    old = json.loads(Path(path).read_text())
+    rows = [r for r in old["rows"] if r["bench"] not in parts and r["bench"] != "bandwidth"]
+    benches = list(dict.fromkeys(r["bench"] for r in rows))
+    return rows, {"benches": benches, "date": old["meta"]["date"], "command": old["meta"]["command"],
+                  "load_average_start": old["meta"]["machine"]["load_average_start"]}
+
+
+def rerender(path: str) -> int:
+    """Write the .md of a result .json again (after notes were added to its meta)."""
+    res = json.loads(Path(path).read_text())
+    Path(path).with_suffix(".md").write_text(render(res["meta"], res["rows"]))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.row:
+        return scale_row(args)
+    if args.rerender:
+        return rerender(args.rerender)
     parts = [p for p in args.only.split(",") if p]
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python benchmarks/b3_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine()}
     rows: list[dict] = []
+    old_rows = []
+    if args.carry:
+        old_rows, meta["carried"] = carried(args.carry, parts)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        meta["load_average_end"] = os.getloadavg()
+        (out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows + old_rows}, indent=1,
+                                                          default=str))
+        (out / f"{args.name}.md").write_text(render(meta, rows + old_rows))
+
     bw = bandwidth()
     rows.append({"bench": "bandwidth", **bw})
     print(rows[-1], flush=True)
     mnist = None
     if {"knn", "facility", "kmedoids"} & set(parts):
         mnist = {64: mnist_pca(args.data_dir, 64), 50: None}
-    if "kcenter" in parts:
-        part_kcenter(args, rows, bw)
-    if "knn" in parts:
-        part_knn(args, rows, {"MNIST PCA 64 (20k)": mnist[64][:20_000], "MNIST PCA 64 (60k)": mnist[64],
-                              f"mixture d=128 ({args.knn_mixture_n // 1000}k)": mixture(args.knn_mixture_n)})
-    if "facility" in parts:
-        part_facility(args, rows, mnist[64])
-    if "kmedoids" in parts:
-        part_kmedoids(args, rows, mnist_pca(args.data_dir, 50))
-    if "kmeans" in parts:
-        part_kmeans(args, rows)
-    meta["load_average_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "b3_scale.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
-    (out / "b3_scale.md").write_text(render(meta, rows))
-    print(render(meta, rows))
+    steps = {"kcenter": lambda: part_kcenter(args, rows, bw),
+             "knn": lambda: part_knn(args, rows, {"MNIST PCA 64 (20k)": mnist[64][:20_000],
+                                                  "MNIST PCA 64 (60k)": mnist[64],
+                                                  f"mixture d=128 ({args.knn_mixture_n // 1000}k)":
+                                                      mixture(args.knn_mixture_n)}),
+             "facility": lambda: part_facility(args, rows, mnist[64]),
+             "kmedoids": lambda: part_kmedoids(args, rows, mnist_pca(args.data_dir, 50)),
+             "kmeans": lambda: part_kmeans(args, rows),
+             "scale_1m": lambda: part_scale(args, rows, save)}
+    for part in parts:  # in the order given
+        steps[part]()
+        save()
+    save()
+    print(render(meta, rows + old_rows))
     return 0
 
 
