@@ -6,7 +6,9 @@ Memory stays bounded by one piece (``batch_size`` rows) plus the selector's stat
 
 ``run_stream_select(path, method, size, out)`` makes two passes: a cheap one over the labels and feature
 statistics (class budgets fixed from the class counts, which the selectors' guarantees need, and the
-per-feature standardisation the offline selectors use), then the selection pass.
+per-feature standardisation the offline selectors use) that also keeps bounded seeded uniform samples of the
+rows (the probe's training rows, each class's warm-up or evaluation rows: :class:`UniformSample`), then the
+selection pass. The first rows of a file need not look like the rest, so nothing is fixed from them.
 """
 
 from __future__ import annotations
@@ -302,8 +304,87 @@ def _label_key(raw: np.ndarray, dtype) -> np.ndarray:
     return raw.astype(dtype) if dtype.kind != "U" else raw.astype(str)
 
 
-def scan(source: StreamSource, batch_size: int = 65_536) -> StreamStats:
-    """One pass over the stream: label counts and per-feature mean/std (float64 sums), no rows kept."""
+class UniformSample:
+    """A seeded uniform sample without replacement of at most ``cap`` rows per pool, kept in one pass.
+
+    Each row draws a uniform key in arrival order (so the sample does not depend on how the stream is cut
+    into pieces); a pool keeps the rows with the ``cap`` smallest keys (bottom-k sampling), so its rows with
+    the m smallest keys are a uniform sample of m rows of the pool for any m <= cap. Pools: one per raw label
+    value (``per_class``) or one for all rows. Holds at most ``cap`` rows per pool between pieces
+    (``max_held_``: the most it held), each as its raw features, raw label, row number and score.
+    """
+
+    def __init__(self, cap: int, seed: list[int], per_class: bool):
+        self.cap = int(cap)
+        self.per_class = per_class
+        self.rng = np.random.default_rng(seed)
+        self.pools: dict = {}  # label key -> (keys, X, raw labels, rows, scores)
+        self.max_held_ = 0
+
+    def held(self) -> int:
+        return sum(len(p[0]) for p in self.pools.values())
+
+    def add(self, X: np.ndarray, raw: np.ndarray, first_row: int, scores: np.ndarray | None = None) -> None:
+        """Offer the piece's rows (numbered from ``first_row``) to their pools."""
+        keys = self.rng.random(len(X))
+        if self.cap <= 0 or len(X) == 0:
+            return
+        rows = np.arange(first_row, first_row + len(X), dtype=np.int64)
+        scores = np.zeros(len(X)) if scores is None else np.asarray(scores, dtype=np.float64)
+        if self.per_class:
+            lab = raw.astype(str) if raw.dtype.kind in "OUS" else raw
+            vals, inv = np.unique(lab, return_inverse=True)
+            groups = [(v, np.flatnonzero(inv == i)) for i, v in enumerate(vals.tolist())]
+        else:
+            groups = [(None, np.arange(len(X)))]
+        for v, sel in groups:
+            new = (keys[sel], X[sel], raw[sel], rows[sel], scores[sel])
+            old = self.pools.get(v)
+            if old is not None and len(old[0]) >= self.cap:  # only rows under the current cut can enter
+                under = new[0] < old[0].max()
+                new = tuple(a[under] for a in new)
+            merged = new if old is None else tuple(np.concatenate([a, b]) for a, b in zip(old, new))
+            self.pools[v] = self._bottom(merged, self.cap)
+        self.max_held_ = max(self.max_held_, self.held())
+
+    @staticmethod
+    def _bottom(pool: tuple, m: int) -> tuple:
+        """The pool's rows with the ``m`` smallest keys, in arrival order."""
+        if len(pool[0]) <= m:
+            return pool
+        keep = np.sort(np.argpartition(pool[0], m - 1)[:m])
+        return tuple(a[keep] for a in pool)
+
+    def by_class(self, stats: StreamStats) -> dict:
+        """{class id (None: one pool): (X, y, rows, scores, keys)} after the pass, keys ascending-capped."""
+        merged: dict = {}
+        for keys, X, raw, rows, scores in self.pools.values():
+            c = None if not self.per_class else int(stats.codes(np.asarray([raw[0]]))[0])
+            part = (keys, X, stats.codes(raw), rows, scores)
+            old = merged.get(c)
+            merged[c] = part if old is None else tuple(np.concatenate([a, b]) for a, b in zip(old, part))
+        out = {}
+        for c, (keys, X, y, rows, scores) in merged.items():
+            order = np.argsort(rows, kind="stable")
+            keys, X, y, rows, scores = self._bottom((keys[order], X[order], y[order], rows[order],
+                                                     scores[order]), self.cap)
+            out[c] = (X, y, rows, scores, keys)
+        return out
+
+    @staticmethod
+    def smallest(part: tuple, m: int) -> tuple:
+        """The ``m`` rows of a ``by_class`` part with the smallest keys (a uniform sample), in arrival order."""
+        X, y, rows, scores, keys = part
+        b = UniformSample._bottom((keys, X, y, rows, scores), m)
+        return b[1], b[2], b[3], b[4]
+
+
+def scan(source: StreamSource, batch_size: int = 65_536, samples: tuple[UniformSample, ...] = ()) -> StreamStats:
+    """One pass over the stream: label counts and per-feature mean/std (float64 sums).
+
+    No rows are kept except by ``samples`` (:class:`UniformSample`), each of which keeps a bounded uniform
+    sample of the rows seen (the probe's training rows, each class's warm-up or evaluation rows).
+    """
     n = 0
     s1 = s2 = None
     labels: dict = {}
@@ -321,6 +402,8 @@ def scan(source: StreamSource, batch_size: int = 65_536) -> StreamStats:
             s1, s2 = np.zeros(Z.shape[1]), np.zeros(Z.shape[1])
         elif Z.shape[1] != len(s1):
             raise DataError(f"{f}: row {offset}: {Z.shape[1]} features after {len(s1)} in earlier rows")
+        for sample in samples:
+            sample.add(Z, raw, n, None if not source.score_column else s)
         s1 += Z.sum(axis=0)
         s2 += (Z * Z).sum(axis=0)
         n += len(Z)
@@ -361,9 +444,76 @@ def _class_budgets(stats: StreamStats, size: int | None, ratio: float | None, pe
     return k, budgets
 
 
+def _sample_plan(selector, size: int | None, score_column: str | None) -> tuple[int, int]:
+    """(rows of the probe's uniform sample, rows of each pool's uniform sample) the first pass keeps.
+
+    As ``fit(dataset)``: stream-reservoir's probe trains on ``probe_rows`` uniform rows and each pool's edges
+    come from ``warmup`` uniform rows (their scores); stream-facility-location's probe (``drop_misclassified``)
+    trains on ``probe_rows`` uniform rows and each class's evaluation sample is ``eval_rows(k)`` uniform rows
+    of the class (its budget k is known only after the pass: at most ``eval_rows(size)`` rows are kept,
+    ``max(probe_rows, eval_rows(0))`` for a ``ratio``). ``probe_sample="head"`` keeps the first rows instead.
+    """
+    uniform = getattr(selector, "probe_sample", "head") == "uniform"
+    if selector.name == "stream-reservoir":
+        probe = int(selector.probe_rows) if uniform and score_column is None else 0
+        return probe, int(selector.warmup) if uniform and selector.edges is None else 0
+    if selector.name == "stream-facility-location":
+        probe = int(selector.probe_rows) if uniform and selector.drop_misclassified else 0
+        if selector.eval_sample != "uniform" or selector.per_class is None:  # one pool: E is its first rows
+            return probe, 0
+        cap = selector.eval_rows(size) if size is not None else max(selector.eval_rows(0), int(selector.probe_rows))
+        return probe, int(cap)
+    return 0, 0
+
+
+def _stream_probe(source: StreamSource, stats: StreamStats, selector, sample: UniformSample | None,
+                  batch_size: int, score: str):
+    """The probe of the stream: trained on the first pass's uniform sample (or the first rows, "head")."""
+    from .data.dataset import Dataset
+    from .select import stream
+
+    if sample is None:
+        return _first_rows_probe(source, stats, selector, batch_size, score)
+    X, y, _, _, _ = sample.by_class(stats)[None]
+    ds = Dataset.create(X.astype(np.float32), y, stats.classes, name="stream-probe-rows", min_classes=1,
+                        origin=f"{source.path} ({len(y)} rows drawn uniformly in the first pass)")
+    return stream.probe_scorer(ds, score=score, model=selector.model, epochs=selector.epochs,
+                               seed=selector.random_state or 0, device=selector.device)
+
+
+def _warm_start(selector, stats: StreamStats, pools: dict, probe, standardize: bool) -> None:
+    """Each pool's state before the selection pass, from the first pass's uniform samples, as fit(dataset):
+    stream-reservoir's edges from its warm-up scores, stream-facility-location's evaluation rows."""
+    if selector.name == "stream-reservoir":
+        for c, (X, y, _, scores, _) in pools.items():
+            if probe is None:  # the score column's values
+                s, wrong = scores, np.zeros(len(scores), dtype=bool)
+            else:
+                s, wrong = probe(X.astype(np.float32), y, return_wrong=True)
+            state = selector._new_part(selector._budget(c), -1 if c is None else c)
+            state.warm_start(s, wrong)
+            selector.parts_[c] = state
+        return
+    for c, part in sorted(pools.items()):
+        count, k = int(stats.counts[c]), selector._budget(c)
+        X, y, rows, _ = UniformSample.smallest(part, min(count, selector.eval_rows(k)))
+        m = len(y)
+        X = X.astype(np.float32)
+        if probe is not None:
+            right = ~probe(X, y, return_wrong=True)[1]
+            if right.any():
+                X, y, rows = X[right], y[right], rows[right]
+        Z = (X.astype(np.float64) - stats.mean) / stats.std if standardize else X.astype(np.float64)
+        neighbours = max(1, round(int(selector.n_neighbors) * m / count)) if selector.sigma is None else None
+        state = selector._new_part(k, c)
+        state.fix_evaluation(Z, rows.tolist(), list(zip(X, y.tolist())), neighbours=neighbours)
+        selector.parts_[c] = state
+
+
 def _selection_pass(source: StreamSource, stats: StreamStats, selector, *, batch_size: int, standardize: bool,
-                    score_column: str | None, scorer, progress: bool) -> None:
-    """The second pass: every piece through ``selector.partial_fit`` (with its scores for stream-reservoir)."""
+                    score_column: str | None, probe, progress: bool) -> None:
+    """The second pass: every piece through ``selector.partial_fit``, with stream-reservoir's scores and the
+    rows the probe misclassifies (stream-reservoir, stream-facility-location)."""
     from .progress import bar as progress_bar
 
     reservoir = selector.name == "stream-reservoir"
@@ -374,15 +524,35 @@ def _selection_pass(source: StreamSource, stats: StreamStats, selector, *, batch
             X = batch_features(source, f, offset, cols)
             y = stats.codes(batch_labels(source, f, offset, cols))
             Z = (X - stats.mean) / stats.std if standardize else X
+            X32 = X.astype(np.float32)
             kw = {}
             if reservoir and score_column is not None:
                 kw["scores"] = np.asarray(cols[score_column].to_numpy(zero_copy_only=False), dtype=np.float64)
             elif reservoir:
-                kw["scores"], kw["wrong"] = scorer(X.astype(np.float32), y, return_wrong=True)
-            selector.partial_fit(X.astype(np.float32), y, features=Z, **kw)
+                kw["scores"], kw["wrong"] = probe(X32, y, return_wrong=True)
+            elif probe is not None:
+                kw["wrong"] = probe(X32, y, return_wrong=True)[1]
+            selector.partial_fit(X32, y, features=Z, **kw)
             bar.update(len(X))
     finally:
         bar.close()
+
+
+def _first_pass(source: StreamSource, selector, size: int | None, score_column: str | None, batch_size: int):
+    """The first pass with the uniform samples the selector needs: (stats, probe sample, pool sample)."""
+    probe_rows, pool_rows = _sample_plan(selector, size, score_column)
+    seed = 0 if selector.random_state is None else int(selector.random_state)
+    probe_sample = UniformSample(probe_rows, [seed, 7], per_class=False) if probe_rows else None
+    pool_sample = (UniformSample(pool_rows, [seed, 13], per_class=selector.per_class is not None)
+                   if pool_rows else None)
+    stats = scan(source, batch_size, tuple(x for x in (probe_sample, pool_sample) if x is not None))
+    return stats, probe_sample, pool_sample
+
+
+def _needs_probe(selector, score_column: str | None) -> bool:
+    if selector.name == "stream-reservoir":
+        return score_column is None
+    return selector.name == "stream-facility-location" and bool(selector.drop_misclassified)
 
 
 def run_stream_select(path: str | os.PathLike, method: str, size: int | None = None, out: str | os.PathLike | None
@@ -403,8 +573,13 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
         standardize: measure distances on per-feature standardised rows (as the offline selectors do); the
             saved rows are always the source's own values.
         score_column: ``stream-reservoir``: a column of per-row difficulty (e.g. a probe's loss); without
-            it a probe is trained on the first ``probe_rows`` rows of the stream.
-        params: further selector parameters (``eps``, ``n_eval``, ``n_strata``, ...).
+            it a probe is trained on ``probe_rows`` rows drawn uniformly in the first pass.
+        params: further selector parameters (``eps``, ``n_eval``, ``n_strata``, ``probe_sample``, ...).
+
+    The selectors' defaults are those of ``get_selector(method).fit(dataset)``: the probe (stream-reservoir's
+    scores, stream-facility-location's misclassified rows) trains on a uniform sample of the stream, and the
+    reservoir's edges and the sieve's evaluation rows come from uniform samples of each class, all kept in the
+    first pass with bounded memory (:func:`_sample_plan`), not from the first rows of the file.
 
     Returns the DistilledSet (saved to ``out`` when given); its meta records the source and both passes.
     """
@@ -423,16 +598,24 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     t0 = time.perf_counter()
     source = open_stream(path, label, score_column=score_column, delimiter=delimiter)
-    stats = scan(source, batch_size)
+    stats, probe_sample, pool_sample = _first_pass(source, selector, size, score_column, batch_size)
     scan_seconds = time.perf_counter() - t0
     k, budgets = _class_budgets(stats, size, ratio, per_class, params)
     selector.set_params(size=k, ratio=None, allocation=None if budgets is None else [int(b) for b in budgets])
-    scorer = None
-    if method == "stream-reservoir" and score_column is None:
-        scorer = _first_rows_probe(source, stats, selector, batch_size)
     t1 = time.perf_counter()
-    _selection_pass(source, stats, selector, batch_size=batch_size, standardize=standardize,
-                    score_column=score_column, scorer=scorer, progress=progress)
+    selector._class_rows = stats.counts  # the pools' sizes, known from the first pass (as fit(dataset))
+    try:
+        selector._reset()
+        probe = None
+        if _needs_probe(selector, score_column):
+            probe = _stream_probe(source, stats, selector, probe_sample, batch_size,
+                                  getattr(selector, "score", "entropy"))
+        if pool_sample is not None:
+            _warm_start(selector, stats, pool_sample.by_class(stats), probe, standardize)
+        _selection_pass(source, stats, selector, batch_size=batch_size, standardize=standardize,
+                        score_column=score_column, probe=probe, progress=progress)
+    finally:
+        selector._class_rows = None
     result = selector.result(classes=stats.classes)
     result.meta.update({
         "source": str(path), "source_fingerprint": stats.fingerprint, "source_samples": stats.n_rows,
@@ -440,7 +623,9 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
                    "features": [source.embedding] if source.embedding else source.features,
                    "batch_size": batch_size, "standardized": standardize, "score_column": score_column,
                    "class_budgets": None if budgets is None else [int(b) for b in budgets],
-                   "max_stored_rows": int(selector.max_stored_rows_)},
+                   "max_stored_rows": int(selector.max_stored_rows_),
+                   "probe_rows": None if probe_sample is None else probe_sample.held(),
+                   "scan_sample_rows": sum(x.max_held_ for x in (probe_sample, pool_sample) if x is not None)},
         "timings": {"scan_seconds": scan_seconds, "select_seconds": time.perf_counter() - t1},
     })
     if out is not None:
@@ -448,10 +633,10 @@ def run_stream_select(path: str | os.PathLike, method: str, size: int | None = N
     return result
 
 
-def _first_rows_probe(source: StreamSource, stats: StreamStats, selector, batch_size: int):
-    """A probe trained on the first ``probe_rows`` rows of the stream (its scores drive stream-reservoir)."""
+def _first_rows_probe(source: StreamSource, stats: StreamStats, selector, batch_size: int, score: str = "entropy"):
+    """A probe trained on the first ``probe_rows`` rows of the stream (``probe_sample="head"``)."""
     from .data.dataset import Dataset
-    from .select.stream import probe_scorer
+    from .select import stream
 
     need = int(selector.probe_rows)
     Xs, ys = [], []
@@ -463,9 +648,10 @@ def _first_rows_probe(source: StreamSource, stats: StreamStats, selector, batch_
         if have >= need:
             break
     X, y = np.concatenate(Xs)[:need], np.concatenate(ys)[:need]
-    ds = Dataset.create(X, y, stats.classes, name="stream-probe-rows", origin=f"{source.path} (first {need} rows)")
-    return probe_scorer(ds, score=selector.score, model=selector.model, epochs=selector.epochs,
-                        seed=selector.random_state or 0, device=selector.device)
+    ds = Dataset.create(X, y, stats.classes, name="stream-probe-rows", min_classes=1,
+                        origin=f"{source.path} (first {need} rows)")
+    return stream.probe_scorer(ds, score=score, model=selector.model, epochs=selector.epochs,
+                               seed=selector.random_state or 0, device=selector.device)
 
 
 # --- the command line ----------------------------------------------------------------------------------------
@@ -478,7 +664,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=65_536, metavar="N", help="rows per piece (default 65536)")
     g.add_argument("--score-column", metavar="NAME",
                    help="stream-reservoir: a column of per-row difficulty (e.g. a probe's loss); default: a probe "
-                        "trained on the first rows")
+                        "trained on rows drawn uniformly in the first pass")
     g.add_argument("--no-standardize", action="store_true",
                    help="measure distances on the raw feature values instead of standardised ones")
 
