@@ -344,18 +344,21 @@ def peak_rss_mb() -> float:
         return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
 
 
-def coverage(X: np.ndarray, y: np.ndarray, picks: np.ndarray) -> dict:
-    """Objectives of the kept rows, each class covered by its own picks (the selection is split per class):
-    k-center radius (largest distance to the nearest pick), k-means-style summed squared distance and
-    k-medoids summed distance, over all N rows; float32 distances, float64 sums."""
+def coverage(X: np.ndarray, y: np.ndarray, picks: np.ndarray, std: np.ndarray) -> dict:
+    """Objectives of the kept rows in the standardised space the selectors work in (features / ``std``), each class
+    covered by its own picks (the selection is split per class): k-center radius (largest distance to the nearest
+    pick), k-means-style summed squared distance and k-medoids summed distance, over all N rows; float32
+    distances, float64 sums."""
+    scale = torch.as_tensor(1.0 / np.asarray(std, dtype=np.float32))
     radius, sq, dist = 0.0, 0.0, 0.0
     for c in np.unique(y):
-        P = torch.as_tensor(np.asarray(X[np.sort(picks[y[picks] == c])]))
+        P = torch.as_tensor(np.asarray(X[np.sort(picks[y[picks] == c])])) * scale
         if len(P) == 0:
             return {"kcenter_radius": float("inf"), "sum_sq_dist": float("inf"), "sum_dist": float("inf")}
         rows = np.flatnonzero(y == c)
         for s in range(0, len(rows), 8192):
-            m = torch.cdist(torch.as_tensor(np.asarray(X[rows[s:s + 8192]])), P).min(dim=1).values.double()
+            Q = torch.as_tensor(np.asarray(X[rows[s:s + 8192]])) * scale
+            m = torch.cdist(Q, P).min(dim=1).values.double()
             radius = max(radius, float(m.max()))
             sq += float((m * m).sum())
             dist += float(m.sum())
@@ -365,7 +368,7 @@ def coverage(X: np.ndarray, y: np.ndarray, picks: np.ndarray) -> dict:
 def scale_row(args) -> int:
     """Child process: one selector on the 1M mixture; prints one line 'ROW {json}'."""
     from datadistill.data.dataset import Dataset
-    from datadistill.data.outofcore import select_out_of_core
+    from datadistill.data.outofcore import open_out_of_core, preprocessor, select_out_of_core
     from datadistill.select.base import get_selector
 
     method, data, labels = args.row, Path(args.row_data), Path(args.row_data).with_suffix(".labels.npy")
@@ -385,7 +388,9 @@ def scale_row(args) -> int:
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     picks = np.asarray(out.indices, dtype=np.int64)
-    obj = coverage(np.load(data, mmap_mode="r"), np.load(labels), picks)
+    np.save(data.parent / f"b3_picks_{method}.npy", picks)
+    std = preprocessor(open_out_of_core(data, labels)).std  # the selectors' standardisation (50,000-row sample)
+    obj = coverage(np.load(data, mmap_mode="r"), np.load(labels), picks, std)
     print("ROW " + json.dumps({"seconds": seconds, "peak_RSS_MB": peak, "RSS_after_imports_MB": rss0,
                                "kept": int(len(picks)), "distinct": int(len(np.unique(picks))), **obj}), flush=True)
     return 0
@@ -460,8 +465,9 @@ def render(meta: dict, rows: list[dict]) -> str:
         lines += ["scale_1m: each row a separate process with a time limit; seconds = the selection call (the "
                   "in-memory rows include loading the .npy and building the Dataset); peak_RSS_MB = the child "
                   "process's peak resident memory (VmHWM, imports and data included; file-backed pages of the "
-                  "out-of-core rows' memory maps count). Objectives are evaluated on the kept rows, each class "
-                  "against its own picks: kcenter_radius = largest distance to the nearest pick, sum_sq_dist = "
+                  "out-of-core rows' memory maps count). Objectives are evaluated on the kept rows in the "
+                  "standardised space the selectors work in (features / their standard deviation over a seeded "
+                  "50,000-row sample), each class against its own picks: kcenter_radius = largest distance to the nearest pick, sum_sq_dist = "
                   "k-means-style inertia to the kept rows, sum_dist = the k-medoids objective.", ""]
     for bench in dict.fromkeys(r["bench"] for r in rows):
         part = [r for r in rows if r["bench"] == bench]
