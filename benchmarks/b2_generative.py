@@ -141,7 +141,8 @@ def notes(result: dict) -> list[str]:
     teachers = [r["teacher"] for r in result["rows"] if r.get("teacher")]
     if teachers:
         accs = ", ".join(f"{100 * t['validation_accuracy']:.1f}%" for t in teachers if t.get("validation_accuracy"))
-        out.append(f"- +soft: the teacher (ConvNet, trained inside the budget: {', '.join(str(t['steps']) for t in teachers)}"
+        who = " and ".join(m for m in ("+soft", "rded") if any(m in r["method"] for r in result["rows"]))
+        out.append(f"- {who}: the teacher (ConvNet, trained inside the budget: {', '.join(str(t['steps']) for t in teachers)}"
                    f" Adam steps) reached {accs} on held-out training rows; its probabilities at temperature "
                    f"{result.get('soft_temperature', 4.0):g} are "
                    "stored as soft labels, and the protocol trains the student on them with plain cross entropy "
