@@ -11,5 +11,7 @@ from .protocol import evaluate_protocol, random_real_subset
 __all__ = ["DSA", "REGISTRY", "Context", "DifferentiableSiameseAugmentation", "Distiller", "DistributionMatching",
            "GradientMatching", "MultiLayerDistributionMatching", "distill", "evaluate_protocol", "get_distiller",
            "image_grid", "random_real_subset", "register"]
-from . import generative  # noqa: F401,E402 - registers ae-kmeans, ae-dm
-from . import rded  # noqa: F401,E402 - registers rded
+from . import (
+           generative,  # noqa: F401,E402 - registers ae-kmeans, ae-dm
+           rded,  # noqa: F401,E402 - registers rded
+)
