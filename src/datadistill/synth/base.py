@@ -434,6 +434,19 @@ class Distiller(Estimator):
         torch.save(blob, tmp)
         os.replace(tmp, path)
 
+    def _checkpoint_holds(self, ctx: Context, entry: str) -> bool:
+        """Whether this run's checkpoint already holds state ``entry`` (then set-up need not train it again)."""
+        path = Path(self.checkpoint) if self.checkpoint else None
+        if path is None or not path.exists():
+            return False
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - the base class reports an unreadable checkpoint when it restores
+            return False
+        return (isinstance(blob, dict) and blob.get("key") == self._checkpoint_key()
+                and blob.get("fingerprint") == ctx.dataset.fingerprint
+                and isinstance(blob.get("state"), dict) and entry in blob["state"])
+
     def _restore(self, path: Path, ctx: Context, dataset: Dataset, run: _Run | None = None
                  ) -> tuple[int, list[dict], float | None]:
         """Load a checkpoint into ``ctx``: the iterations done, the learning curve and the seconds spent so far

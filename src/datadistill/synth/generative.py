@@ -52,7 +52,6 @@ import inspect
 import math
 import numbers
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -344,19 +343,6 @@ class LatentDistiller(MatchingDistiller):
             raise ConfigError(f"{self.name}: the encoder gives codes of size {codes.shape[1]} but latent_dim is "
                               f"{self._latent_dim}")
         return codes.float()
-
-    def _checkpoint_holds(self, ctx: Context, entry: str) -> bool:
-        """Whether this run's checkpoint already holds state ``entry`` (then set-up need not train it again)."""
-        path = Path(self.checkpoint) if self.checkpoint else None
-        if path is None or not path.exists():
-            return False
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - the base class reports an unreadable checkpoint when it restores
-            return False
-        return (isinstance(blob, dict) and blob.get("key") == self._checkpoint_key()
-                and blob.get("fingerprint") == ctx.dataset.fingerprint
-                and isinstance(blob.get("state"), dict) and entry in blob["state"])
 
     def _deadline(self, fraction: float) -> float | None:
         if self.time_budget is None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -238,19 +237,6 @@ class RDED(Distiller):
                               "seconds": seconds, "min_accuracy": self.min_accuracy,
                               "below_min_accuracy": bool(acc is not None and self.min_accuracy is not None
                                                          and acc < self.min_accuracy)}
-
-    def _checkpoint_holds(self, ctx: Context, entry: str) -> bool:
-        """Whether this run's checkpoint already holds state ``entry`` (then set-up need not train it again)."""
-        path = Path(self.checkpoint) if self.checkpoint else None
-        if path is None or not path.exists():
-            return False
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - the base class reports an unreadable checkpoint when it restores
-            return False
-        return (isinstance(blob, dict) and blob.get("key") == self._checkpoint_key()
-                and blob.get("fingerprint") == ctx.dataset.fingerprint
-                and isinstance(blob.get("state"), dict) and entry in blob["state"])
 
     def _logits(self, ctx: Context, X: torch.Tensor) -> torch.Tensor:
         net = ctx.state["teacher"].eval()
