@@ -12,6 +12,7 @@ seed from :meth:`iteration_seed`), so that a run resumed from a checkpoint equal
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import numbers
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import progress
-from ..data.artifact import DistilledSet
+from ..data.artifact import DistilledSet, atomic_write
 from ..data.dataset import Dataset
 from ..data.preprocess import Preprocessor
 from ..errors import ArtifactError, ConfigError, DataError
@@ -429,10 +430,9 @@ class Distiller(Estimator):
             blob["best"] = {k: (v.cpu() if isinstance(v, torch.Tensor) else
                                 {n: t.cpu() for n, t in v.items()} if isinstance(v, dict) else v)
                             for k, v in run.best.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)
+        atomic_write(path, buffer.getvalue())
 
     def _checkpoint_holds(self, ctx: Context, entry: str) -> bool:
         """Whether this run's checkpoint already holds state ``entry`` (then set-up need not train it again)."""
