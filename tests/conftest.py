@@ -3,9 +3,10 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """The suite's models are tiny: one intra-op thread is faster than several and deterministic across machines."""
+    """The suite's models are tiny: one intra-op thread is faster than several and deterministic across machines.
+    Per module, so a test whose command line sets ``--threads`` cannot leave the next module on more threads."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -18,6 +19,19 @@ def digits():
     from datadistill.data import load
 
     return load("digits")
+
+
+@pytest.fixture(scope="module")
+def blobs3d():
+    """Three well-separated 3-D Gaussian blobs (400 training, 200 test rows): no 2-D scatter to draw, so run
+    directories render quickly."""
+    from sklearn.datasets import make_blobs
+
+    from datadistill.data import Dataset
+
+    X, y = make_blobs(n_samples=600, n_features=3, centers=3, cluster_std=1.0, random_state=4)
+    X = X.astype(np.float32)
+    return Dataset.create(X[:400], y[:400], test=(X[400:], y[400:]), name="blobs3d")
 
 
 @pytest.fixture

@@ -6,22 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import datadistill as dd
 from datadistill.cli import main
 from datadistill.data import timeseries as ts
 
 T = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # conv1d steps on a loaded two-core machine run much faster on one intra-op thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

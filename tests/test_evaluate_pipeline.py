@@ -18,15 +18,6 @@ TINY = TrainConfig(epochs=2, batch_size=64, lr=1e-2, min_steps=8, max_epochs=20,
 SMALL_DC = {"epochs": 2, "n_models": 2, "model_kwargs": {"width": 8, "depth": 2}}
 
 
-@pytest.fixture(scope="module")
-def blobs() -> Dataset:
-    from sklearn.datasets import make_blobs
-
-    X, y = make_blobs(n_samples=600, n_features=3, centers=3, cluster_std=1.0, random_state=4)
-    X = X.astype(np.float32)
-    return Dataset.create(X[:400], y[:400], test=(X[400:], y[400:]), name="blobs3d")
-
-
 def _run(ds, **kw):
     kw.setdefault("model", "logreg")
     kw.setdefault("train_config", TINY)
@@ -35,9 +26,9 @@ def _run(ds, **kw):
     return evaluate(ds, **kw)
 
 
-def test_every_row_names_its_model_and_protocol_and_one_denominator(blobs, tmp_path):
-    chosen = select(blobs, "stratified", ratio=0.2, random_state=1)
-    report = _run(blobs, methods=["stratified"], ratios=[0.1], seeds=2, distilled=[chosen])
+def test_every_row_names_its_model_and_protocol_and_one_denominator(blobs3d, tmp_path):
+    chosen = select(blobs3d, "stratified", ratio=0.2, random_state=1)
+    report = _run(blobs3d, methods=["stratified"], ratios=[0.1], seeds=2, distilled=[chosen])
     pool = report.context["pool_size"]
     assert report.context["ratio_denominator"] == pool
     assert {r["method"] for r in report.rows} == {"full", "random", "stratified", "stratified:loaded"}
@@ -50,27 +41,27 @@ def test_every_row_names_its_model_and_protocol_and_one_denominator(blobs, tmp_p
     assert "protocol" in report.to_markdown() and f"{pool:,}" in report.to_markdown()
 
 
-def test_baselines_can_be_turned_off_and_the_header_says_so(blobs, monkeypatch):
-    report = _run(blobs, methods=["stratified"], ratios=[0.1], seeds=1, baselines=False)
+def test_baselines_can_be_turned_off_and_the_header_says_so(blobs3d, monkeypatch):
+    report = _run(blobs3d, methods=["stratified"], ratios=[0.1], seeds=1, baselines=False)
     assert {r["method"] for r in report.rows} == {"stratified"}
     assert report.context["baselines"] is False
     assert "baselines off: no full-data or random rows" in report.to_markdown()
-    kept = _run(blobs, methods=["random", "full"], ratios=[0.1], seeds=1, baselines=False)
+    kept = _run(blobs3d, methods=["random", "full"], ratios=[0.1], seeds=1, baselines=False)
     assert {r["method"] for r in kept.rows} == {"full", "random"}
     assert "kept as named: full data and random subsets" in kept.context["rows_included"]
     with pytest.raises(ConfigError, match="nothing to evaluate"):
-        _run(blobs, methods=[], baselines=False)
+        _run(blobs3d, methods=[], baselines=False)
     with pytest.raises(ConfigError, match="budgeted_full needs the random rows"):
-        _run(blobs, methods=["stratified"], baselines=False, budgeted_full=True)
+        _run(blobs3d, methods=["stratified"], baselines=False, budgeted_full=True)
     with pytest.raises(ConfigError, match="not among the methods"):
-        _run(blobs, methods=["stratified"], baselines=False, method_params={"random": {}})
+        _run(blobs3d, methods=["stratified"], baselines=False, method_params={"random": {}})
 
 
-def test_plan_lists_rows_in_report_order(blobs):
+def test_plan_lists_rows_in_report_order(blobs3d):
     from datadistill.evaluation import _check_settings
 
     settings = _check_settings(
-        blobs, methods=["stratified"], ratios=[0.1, 0.5], model="logreg", seeds=2, distilled=(), use_weights=False,
+        blobs3d, methods=["stratified"], ratios=[0.1, 0.5], model="logreg", seeds=2, distilled=(), use_weights=False,
         protocol="same", protocol_options=None, train_config=TINY, method_params=None, validation_fraction=0.1,
         validation_max=5000, device="cpu", budget="converge", epochs=10, budgeted_full=True,
         soft_labels=["stratified"], temperature=4.0, baselines=True)
@@ -83,24 +74,24 @@ def test_plan_lists_rows_in_report_order(blobs):
     assert all(p.soft for p in plan if p.method.endswith("+soft"))
 
 
-def test_random_row_matches_a_hand_built_run_and_repeats_exactly(blobs):
-    report = _run(blobs, methods=["random"], ratios=[0.2], seeds=[3])
+def test_random_row_matches_a_hand_built_run_and_repeats_exactly(blobs3d):
+    report = _run(blobs3d, methods=["random"], ratios=[0.2], seeds=[3])
     row = next(r for r in report.rows if r["method"] == "random")
-    again = next(r for r in _run(blobs, methods=["random"], ratios=[0.2], seeds=[3]).rows if r["method"] == "random")
+    again = next(r for r in _run(blobs3d, methods=["random"], ratios=[0.2], seeds=[3]).rows if r["method"] == "random")
     assert again["test_accuracy"] == row["test_accuracy"] and again["steps"] == row["steps"]
 
     # the same row by hand: the seed's validation split, a random draw from the pool, one fresh model
-    pool, val = training.validation_split(blobs.y, 0.1, random_state=10_003)
-    pool_ds = Dataset(X=blobs.X[pool], y=blobs.y[pool], classes=blobs.classes, name="pool")
+    pool, val = training.validation_split(blobs3d.y, 0.1, random_state=10_003)
+    pool_ds = Dataset(X=blobs3d.X[pool], y=blobs3d.y[pool], classes=blobs3d.classes, name="pool")
     chosen = np.sort(pool[get_selector("random", size=round(0.2 * len(pool)), random_state=3).fit(pool_ds).indices_])
-    pre = Preprocessor.fit(blobs)
-    X = pre.transform(blobs.X)
-    net = build_model("logreg", pre.model_shape, blobs.n_classes, seed=3)
-    result = training.train(net, X[chosen], blobs.y[chosen], scaled_patience(TINY, len(chosen)),
-                            validation=(X[val], blobs.y[val]), device="cpu", seed=3, description="train")
-    pred = training.predict_logits(result.model, pre.transform(blobs.test.X), device="cpu").argmax(axis=1)
+    pre = Preprocessor.fit(blobs3d)
+    X = pre.transform(blobs3d.X)
+    net = build_model("logreg", pre.model_shape, blobs3d.n_classes, seed=3)
+    result = training.train(net, X[chosen], blobs3d.y[chosen], scaled_patience(TINY, len(chosen)),
+                            validation=(X[val], blobs3d.y[val]), device="cpu", seed=3, description="train")
+    pred = training.predict_logits(result.model, pre.transform(blobs3d.test.X), device="cpu").argmax(axis=1)
     assert row["size"] == len(chosen) and row["steps"] == result.steps
-    assert row["test_accuracy"] == float((pred == blobs.test.y).mean())
+    assert row["test_accuracy"] == float((pred == blobs3d.test.y).mean())
 
 
 def test_dc_protocol_trains_every_set_with_the_convnet_protocol(digits):

@@ -26,16 +26,6 @@ def blobs() -> Dataset:
     return Dataset.create(X[:600], y[:600], test=(X[600:], y[600:]), name="blobs3")
 
 
-@pytest.fixture(scope="module")
-def blobs3d() -> Dataset:
-    """Three features: no 2-D scatter to draw, so run directories render quickly."""
-    from sklearn.datasets import make_blobs
-
-    X, y = make_blobs(n_samples=600, n_features=3, centers=3, cluster_std=1.0, random_state=4)
-    X = X.astype(np.float32)
-    return Dataset.create(X[:400], y[:400], test=(X[400:], y[400:]), name="blobs3d")
-
-
 def _run(ds, **kw):
     kw.setdefault("model", "logreg")
     kw.setdefault("train_config", TINY)

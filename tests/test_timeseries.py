@@ -18,15 +18,6 @@ FAST = replace(RECIPES["convnet"], optimizer="adam", lr=2e-3, momentum=0.0, weig
                min_steps=60, patience_steps=60, eval_every=30, max_steps=150)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two intra-op threads on a loaded two-core machine ran conv1d steps ~15x slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def waves():
     X, y = ts.synthetic_waveforms(240, 32, n_classes=3, noise=0.2, random_state=0)
