@@ -324,6 +324,18 @@ def _subcommand(sub, name: str, *, help: str, description: str, examples: list[t
 
 
 # --- subcommands ---------------------------------------------------------------------------------
+def _selection_params(args, options: tuple[str, ...] = ()) -> dict:
+    """``select``'s method parameters: ``--param KEY=VALUE`` pairs plus the named options that were given, after
+    checking that exactly one of ``--ratio`` and ``--size`` was."""
+    if (args.ratio is None) == (args.size is None):
+        raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
+    params = _params(getattr(args, "param", None))
+    for key in options:
+        if getattr(args, key, None):
+            params[key] = getattr(args, key)
+    return params
+
+
 def cmd_select(args) -> int:
     if getattr(args, "stream", False):
         if args.sequences:
@@ -333,12 +345,7 @@ def cmd_select(args) -> int:
         return cmd_select_stream(args)
     if args.out_of_core:
         return _cmd_select_out_of_core(args)
-    if (args.ratio is None) == (args.size is None):
-        raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
-    params = _params(args.param)
-    for key in ("features", "device", "strategy", "min_per_class"):
-        if getattr(args, key):
-            params[key] = getattr(args, key)
+    params = _selection_params(args, ("features", "device", "strategy", "min_per_class"))
     if args.soft_labels:
         params["soft_labels"] = True
     per_class = None if args.per_class == "none" else args.per_class
@@ -383,12 +390,7 @@ def _cmd_select_out_of_core(args) -> int:
     if args.sequences or args.scheduler or args.dask is not None or args.check:
         raise dd.ConfigError("--out-of-core reads rows in batches in this process; it does not combine with "
                              "--sequences, --scheduler/--dask or --check")
-    if (args.ratio is None) == (args.size is None):
-        raise dd.ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
-    params = _params(args.param)
-    for key in ("device", "strategy", "min_per_class"):
-        if getattr(args, key):
-            params[key] = getattr(args, key)
+    params = _selection_params(args, ("device", "strategy", "min_per_class"))
     _check_out(args.out, args.overwrite)
     result = dd.select_out_of_core(args.data, args.method, size=args.size, ratio=args.ratio, labels=args.labels,
                                    label=args.label, batch_size=args.batch_size, scratch_dir=args.scratch_dir,

@@ -671,13 +671,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_select_stream(args: argparse.Namespace) -> int:
     """Handler for ``datadistill select --stream``: parse the shared select options and stream."""
-    from .cli import _params  # the --param KEY=VALUE parser of the select subcommand
+    from .cli import _selection_params  # select's --ratio/--size check and --param KEY=VALUE parser
 
-    if (args.ratio is None) == (args.size is None):
-        raise ConfigError("give exactly one of --ratio R (a fraction in (0, 1]) or --size K")
-    params = _params(getattr(args, "param", None))
-    if getattr(args, "min_per_class", 0):
-        params["min_per_class"] = args.min_per_class
+    params = _selection_params(args, ("min_per_class",))
     if getattr(args, "device", None) and args.method == "stream-reservoir":
         params["device"] = args.device
     per_class = None if args.per_class == "none" else args.per_class
