@@ -210,6 +210,7 @@ def build_model(
     """
     check_model_options(name, hidden=hidden, width=width, depth=depth, norm=norm)
     input_shape = tuple(int(s) for s in input_shape)
+    check_model_for(name, images=len(input_shape) == 3, shape=input_shape)  # an image model needs (C, H, W)
     if name in ("convnet", "convnet-p1") and len(input_shape) == 3:
         _check_convnet_depth(name, input_shape, depth)
     fork = torch.random.fork_rng(devices=[]) if seed is not None else None
@@ -230,9 +231,6 @@ def build_model(
         if name == "conv1d":
             body, dim = conv1d_body(input_shape, width=width, depth=depth, norm=norm)
             return Classifier(body, dim, n_classes)
-        if len(input_shape) != 3:
-            raise ConfigError(f"model '{name}' needs images (C, H, W); this data has shape {input_shape}. "
-                              "Use --model mlp or logreg for tabular data")
         if name in ("convnet", "convnet-p1"):
             body, dim = convnet_body(input_shape, width=width, depth=depth, norm=norm,
                                      first_pad=1 if name == "convnet-p1" else None)
